@@ -1,0 +1,208 @@
+"""The ``introspect`` command line: a click group whose analysis commands come from plugins.
+
+Shared options for every analysis command: ``--arch``, ``--device``, ``--trust-pickle``
+(:func:`model_options`) and ``--out``, ``--json`` (:func:`output_options`). Errors a user can fix
+(:class:`~introspect.errors.IntrospectError`) print as one line with exit code 1, no traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from introspect import __version__
+from introspect.errors import IntrospectError
+
+
+class IntrospectGroup(click.Group):
+    """A group that turns user errors into one clean line (``Error: ...``) and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except IntrospectError as exc:
+            raise click.ClickException(str(exc)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory; use a smaller --batch-size or a smaller input") from None
+        except torch.cuda.OutOfMemoryError:
+            raise click.ClickException("the GPU ran out of memory; use a smaller --batch-size or --device cpu") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# shared options and helpers for commands (plugins use these)
+# --------------------------------------------------------------------------------------------------
+def model_options(f):
+    """``--arch``, ``--device``, ``--trust-pickle`` (passed as ``arch``, ``device``, ``trust_pickle``)."""
+    f = click.option("--trust-pickle", is_flag=True,
+                     help="Allow loading a pickled whole model; unpickling runs code, so only for files you trust.")(f)
+    f = click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
+                     help="Where to run: auto picks CUDA when available.")(f)
+    f = click.option("--arch", default=None, metavar="NAME",
+                     help="Architecture of a plain state dict / safetensors file (see `introspect models`), "
+                          "or, without MODEL, build it with random weights.")(f)
+    return f
+
+
+def output_options(default_out: str):
+    """``--out DIR`` (default ``default_out``) and ``--json`` (print the result as JSON on stdout)."""
+    def decorate(f):
+        f = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
+        f = click.option("--out", type=click.Path(path_type=Path), default=Path(default_out), show_default=True,
+                         help="Folder for the PNG, .npy and JSON outputs (created if needed).")(f)
+        return f
+    return decorate
+
+
+def bundled_image_dir() -> Path:
+    return Path(__file__).resolve().parent / "data" / "images"
+
+
+def bundled_image() -> Path:
+    """The first bundled test image."""
+    images = sorted(p for p in bundled_image_dir().glob("*.png"))
+    if not images:
+        raise IntrospectError("no IMAGE given and no bundled image installed; pass an IMAGE file")
+    return images[0]
+
+
+def note(message: str) -> None:
+    """A message for the person at the terminal (stderr, so ``--json`` output stays clean)."""
+    click.echo(message, err=True)
+
+
+def open_model(model_path, arch, device, trust_pickle) -> torch.nn.Module:
+    """Load MODEL for a command; without MODEL and --arch, the bundled trained ZFNet (and say so)."""
+    from introspect.models import load_model
+    from introspect.models.load import bundled_checkpoint
+
+    if model_path is None and arch is None:
+        note(f"no MODEL given: using the bundled ZFNet trained on Fashion-MNIST ({bundled_checkpoint().name})")
+    elif model_path is None:
+        note(f"no MODEL given: using architecture {arch!r} with random weights")
+    return load_model(model_path, arch, device=device, trust_pickle=trust_pickle)
+
+
+def open_images(model: torch.nn.Module, paths) -> tuple[torch.Tensor, list[Path]]:
+    """Read IMAGE files preprocessed for ``model`` (the bundled image when none is given)."""
+    from introspect.images import Preprocess, load_images
+    from introspect.models import meta_of
+
+    paths = [Path(p) for p in paths] if paths else []
+    if not paths:
+        paths = [bundled_image()]
+        note(f"no IMAGE given: using the bundled image {paths[0].name}")
+    pre = Preprocess.from_meta(meta_of(model))
+    device = next(model.parameters()).device
+    return load_images(paths, pre).to(device), paths
+
+
+def emit(obj, as_json: bool, text: str | None = None) -> None:
+    """Print ``obj`` as JSON (``--json``) or ``text`` for a person."""
+    if as_json:
+        click.echo(json.dumps(obj, indent=2, default=_json_default))
+    elif text is not None:
+        click.echo(text)
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# core commands
+# --------------------------------------------------------------------------------------------------
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def plugins_command(as_json):
+    """List installed plugins: name, version, distribution, what each registers, load errors."""
+    from introspect.manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    pm.methods()
+    pm.architectures()
+    rows = [info.to_dict() for info in pm.infos.values()]
+    lines = []
+    for r in rows:
+        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(r["registers"].items())) or "-"
+        status = f"ERROR {r['error']}" if r["error"] else "ok"
+        lines.append(f"{r['name']:<16} {r['distribution'] or '-'} {r['version'] or ''}  [{status}]\n    {what}")
+    emit(rows, as_json, "\n".join(lines))
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_command(as_json):
+    """List the registered architectures (usable with --arch)."""
+    from introspect.models import architectures
+
+    archs = architectures()
+    rows = [{"name": a.name, "description": a.description, "input_size": list(a.input_size), "plugin": a.plugin}
+            for a in archs.values()]
+    emit(rows, as_json, "\n".join(f"{r['name']:<28} {r['description']}" for r in rows))
+
+
+@click.command("layers")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def layers_command(model, arch, device, trust_pickle, as_json):
+    """List every layer of MODEL: name, alias, type, output shape, receptive field size and stride.
+
+    MODEL may be left out when --arch is given (random weights), e.g. `introspect layers --arch zfnet`.
+    """
+    from introspect.core.layers import layer_table
+    from introspect.models import meta_of
+
+    net = open_model(model, arch, device, trust_pickle)
+    rows = layer_table(net, meta_of(net).input_size)
+    if as_json:
+        emit([r.to_dict() for r in rows], True)
+        return
+    header = f"{'layer':<22} {'alias':<7} {'type':<18} {'output':<16} {'rf':>9} {'stride':>7}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
+        rf = "image" if r.is_global else (f"{r.rf_size[0]}x{r.rf_size[1]}" if r.rf_size else "-")
+        stride = "-" if r.is_global or not r.rf_stride else str(r.rf_stride[0])
+        lines.append(f"{r.name:<22} {r.alias or '':<7} {r.type:<18} {shape:<16} {rf:>9} {stride:>7}")
+    click.echo("\n".join(lines))
+
+
+def build_cli() -> click.Group:
+    """The ``introspect`` group with the core commands and every plugin's commands."""
+    from introspect.manager import get_plugin_manager
+
+    @click.group(cls=IntrospectGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="introspect")
+    def cli():
+        """Look inside trained convnets the way Zeiler & Fergus did (ECCV 2014)."""
+
+    for cmd in (plugins_command, models_command, layers_command):
+        cli.add_command(cmd)
+    try:
+        pm = get_plugin_manager()
+    except IntrospectError as exc:
+        note(f"warning: {exc}")
+        return cli
+    pm.add_commands(cli)
+    for line in pm.load_errors():
+        note(f"warning: {line}")
+    return cli
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    cli = build_cli()
+    cli.main(args=argv, prog_name="introspect")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,376 @@
+"""Layer names, output shapes, and receptive / projective fields.
+
+Names are those of ``model.named_modules()`` plus aliases in the paper's words (``conv1``..``conv5``,
+``pool1``, ``norm1``, ``fc6``...). Aliases come from the model class (a ``layer_aliases`` class
+attribute, as the bundled ZFNet and AlexNet have) or from the checkpoint's metadata.
+
+Receptive fields are computed by tracing one forward pass under a ``TorchFunctionMode`` that carries a
+:class:`Field` along with every tensor: convolutions and pools grow it, element-wise operations (ReLU,
+BatchNorm, residual sums, normalization across channels) merge it, global operations (adaptive pools,
+linear layers) make it the whole image. This works for any module, residual networks included.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, asdict
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from introspect.errors import IntrospectError, closest
+
+
+# --------------------------------------------------------------------------------------------------
+# names
+# --------------------------------------------------------------------------------------------------
+def aliases(model: nn.Module) -> dict[str, str]:
+    """Alias -> canonical module name, from the model's metadata or its class's ``layer_aliases``."""
+    meta = getattr(model, "introspect_meta", None)
+    found = dict(getattr(type(model), "layer_aliases", {}) or {})
+    if meta is not None and getattr(meta, "aliases", None):
+        found.update(meta.aliases)
+    return found
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every addressable layer name: module names in definition order, then aliases."""
+    return [name for name, _ in model.named_modules() if name] + list(aliases(model))
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Return ``(canonical_name, module)`` for a layer name, alias or module of ``model``.
+
+    Raises:
+        IntrospectError: the name is unknown (the closest names are suggested) or the module is not
+            part of ``model``.
+    """
+    modules = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in modules.items():
+            if module is layer:
+                return name, module
+        raise IntrospectError(
+            f"module {type(layer).__name__} is not part of the model; pass one of its layers or a layer name"
+        )
+    name = str(layer)
+    table = aliases(model)
+    canonical = table.get(name, name)
+    if canonical in modules and canonical != "":
+        return canonical, modules[canonical]
+    hint = closest(name, layer_names(model))
+    raise IntrospectError(
+        f"unknown layer {name!r}{hint}; run `introspect layers` to list the layers of this model"
+    )
+
+
+def alias_of(model: nn.Module, name: str) -> str | None:
+    """The alias of a canonical layer name, if it has one."""
+    for alias, canonical in aliases(model).items():
+        if canonical == name:
+            return alias
+    return None
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the ``nn.Conv2d`` layers of ``model`` in definition order."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def last_conv_layer(model: nn.Module) -> str:
+    """The name of the last convolutional layer (the default layer of the analyses)."""
+    convs = conv_layers(model)
+    if not convs:
+        raise IntrospectError("the model has no Conv2d layer; pass --layer to choose one")
+    return convs[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# fields
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Field:
+    """The receptive field of the units of one feature map, per axis (rows, columns).
+
+    Unit ``o`` along an axis sees input pixels ``[lo + o * jump, lo + o * jump + size - 1]`` (before
+    clipping to the image; ``lo`` is negative where padding reaches outside). ``size`` is the
+    theoretical receptive-field size, ``jump`` the stride of the map in input pixels. A global field
+    (after adaptive pooling or a linear layer) covers the whole input.
+    """
+
+    size: tuple[int, int]
+    jump: tuple[int, int]
+    lo: tuple[int, int]
+    is_global: bool = False
+
+    @classmethod
+    def identity(cls) -> "Field":
+        return cls((1, 1), (1, 1), (0, 0))
+
+    def receptive_box(self, oy: int, ox: int, image_hw: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """Input box ``(y0, x0, y1, x1)`` (end-exclusive) seen by the unit at ``(oy, ox)``.
+
+        With ``image_hw`` the box is clipped to the image.
+        """
+        if self.is_global:
+            if image_hw is None:
+                raise ValueError("a global field needs image_hw to give a box")
+            return (0, 0, image_hw[0], image_hw[1])
+        y0 = self.lo[0] + oy * self.jump[0]
+        x0 = self.lo[1] + ox * self.jump[1]
+        y1, x1 = y0 + self.size[0], x0 + self.size[1]
+        if image_hw is not None:
+            y0, x0 = max(y0, 0), max(x0, 0)
+            y1, x1 = min(y1, image_hw[0]), min(x1, image_hw[1])
+        return (y0, x0, y1, x1)
+
+    def projective_box(
+        self, box: tuple[int, int, int, int], out_hw: tuple[int, int]
+    ) -> tuple[int, int, int, int]:
+        """Units ``(oy0, ox0, oy1, ox1)`` (end-exclusive) whose receptive field meets the input ``box``.
+
+        This is the projective field of the box: the part of the map that can change when the
+        pixels of ``box = (y0, x0, y1, x1)`` change. Empty ranges come back with ``oy0 == oy1``.
+        """
+        if self.is_global:
+            return (0, 0, out_hw[0], out_hw[1])
+        out = []
+        for axis, (b0, b1) in enumerate(((box[0], box[2]), (box[1], box[3]))):
+            size, jump, lo, n = self.size[axis], self.jump[axis], self.lo[axis], out_hw[axis]
+            # unit o meets [b0, b1) iff lo + o*jump <= b1 - 1 and lo + o*jump + size - 1 >= b0
+            first = max(0, math.ceil((b0 - size + 1 - lo) / jump))
+            last = min(n - 1, math.floor((b1 - 1 - lo) / jump))
+            out.append((first, max(first, last + 1)))
+        return (out[0][0], out[1][0], out[0][1], out[1][1])
+
+    def then(self, kernel, stride, padding, dilation=(1, 1)) -> "Field":
+        """The field after a sliding-window layer (convolution or pooling) on this map."""
+        if self.is_global:
+            return self
+        size = tuple(self.size[a] + (kernel[a] - 1) * dilation[a] * self.jump[a] for a in range(2))
+        lo = tuple(self.lo[a] - padding[a] * self.jump[a] for a in range(2))
+        jump = tuple(self.jump[a] * stride[a] for a in range(2))
+        return Field(size, jump, lo)
+
+    def union(self, other: "Field") -> "Field":
+        """The field of an element-wise combination (a residual sum) of two maps."""
+        if self.is_global or other.is_global:
+            return Field(self.size, self.jump, self.lo, True)
+        if self.jump != other.jump:
+            return Field(self.size, self.jump, self.lo, True)
+        lo = tuple(min(self.lo[a], other.lo[a]) for a in range(2))
+        hi = tuple(max(self.lo[a] + self.size[a], other.lo[a] + other.size[a]) for a in range(2))
+        return Field(tuple(hi[a] - lo[a] for a in range(2)), self.jump, lo)
+
+    def as_global(self) -> "Field":
+        return Field(self.size, self.jump, self.lo, True)
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[-1])) if len(v) else (1, 1)
+    return (int(v), int(v))
+
+
+def _arg(args, kwargs, index, name, default):
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+_SLIDING = {
+    F.conv2d: ("conv",),
+    F.max_pool2d: ("pool",),
+    F.avg_pool2d: ("pool",),
+    torch.max_pool2d: ("pool",),
+    torch.conv2d: ("conv",),
+    torch._C._nn.avg_pool2d: ("pool",),
+    F.max_pool2d_with_indices: ("pool",),
+}
+_GLOBAL = {
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    torch._C._nn.adaptive_avg_pool2d,
+    F.linear,
+    torch.flatten,
+    torch.Tensor.flatten,
+    torch.Tensor.view,
+    torch.Tensor.reshape,
+    torch.reshape,
+    torch.mean,
+    torch.Tensor.mean,
+    torch.sum,
+    torch.Tensor.sum,
+}
+
+
+class _FieldMode(TorchFunctionMode):
+    """Carries a :class:`Field` along with each tensor of a forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields: dict[int, tuple[torch.Tensor, Field]] = {}
+
+    def field(self, t) -> Field | None:
+        entry = self.fields.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return entry[1] if entry is not None and entry[0] is t else None
+
+    def set(self, t, field: Field) -> None:
+        if isinstance(t, torch.Tensor):
+            self.fields[id(t)] = (t, field)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+        for a in args:
+            if isinstance(a, (list, tuple)):
+                inputs += [t for t in a if isinstance(t, torch.Tensor)]
+        known = [f for f in (self.field(t) for t in inputs) if f is not None]
+        if not known:
+            return out
+        first = known[0]
+        if func in _SLIDING:
+            x = args[0]
+            if func in (F.conv2d, torch.conv2d):
+                weight = _arg(args, kwargs, 1, "weight", None)
+                kernel = tuple(weight.shape[-2:])
+                stride = _pair(_arg(args, kwargs, 3, "stride", 1))
+                padding = _arg(args, kwargs, 4, "padding", 0)
+                dilation = _pair(_arg(args, kwargs, 5, "dilation", 1))
+                if isinstance(padding, str):
+                    padding = (0, 0) if padding == "valid" else tuple(
+                        (dilation[a] * (kernel[a] - 1)) // 2 for a in range(2))
+                padding = _pair(padding)
+            else:
+                kernel = _pair(_arg(args, kwargs, 1, "kernel_size", 1))
+                stride_v = _arg(args, kwargs, 2, "stride", None)
+                stride = kernel if stride_v in (None, [], ()) else _pair(stride_v)
+                padding = _pair(_arg(args, kwargs, 3, "padding", 0))
+                dilation = _pair(_arg(args, kwargs, 4, "dilation", 1)) if "max" in getattr(func, "__name__", "") else (1, 1)
+            new = self.field(x).then(kernel, stride, padding, dilation) if self.field(x) else first
+        elif func in _GLOBAL:
+            x = args[0] if args else None
+            same = (
+                isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor) and out.dim() == x.dim() >= 3
+                and out.shape[-2:] == x.shape[-2:] and func not in (F.linear,)
+            )
+            new = first if same else first.as_global()
+        else:
+            new = first
+            for f in known[1:]:
+                new = new.union(f)
+        if isinstance(out, torch.Tensor):
+            self.set(out, new)
+        elif isinstance(out, (tuple, list)):
+            for o in out:
+                self.set(o, new)
+        return out
+
+
+@dataclass
+class LayerInfo:
+    """One row of ``introspect layers``: a module, its alias, type, output shape and field."""
+
+    name: str
+    alias: str | None
+    type: str
+    output_shape: tuple[int, ...] | None
+    rf_size: tuple[int, int] | None
+    rf_stride: tuple[int, int] | None
+    rf_lo: tuple[int, int] | None
+    is_global: bool
+    params: int
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("output_shape", "rf_size", "rf_stride", "rf_lo"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    @property
+    def field(self) -> Field | None:
+        if self.rf_size is None:
+            return None
+        return Field(self.rf_size, self.rf_stride, self.rf_lo, self.is_global)
+
+
+def layer_table(model: nn.Module, input_size=(3, 224, 224)) -> list[LayerInfo]:
+    """Trace one forward pass of a zero image and describe every module.
+
+    Args:
+        model (nn.Module): any module taking an ``N x C x H x W`` image batch.
+        input_size (tuple[int, int, int]): ``(C, H, W)`` of the input.
+
+    Returns:
+        list[LayerInfo]: one row per named module, in the order of ``named_modules()``; modules that
+        did not run have ``output_shape=None``.
+    """
+    fields: dict[str, tuple[tuple[int, ...], Field | None]] = {}
+    mode = _FieldMode()
+    handles = []
+
+    def make_hook(name):
+        def hook(module, inputs, output):
+            value = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(value, torch.Tensor):
+                fields[name] = (tuple(value.shape[1:]), mode.field(value))
+        return hook
+
+    named = [(n, m) for n, m in model.named_modules() if n]
+    try:
+        for name, module in named:
+            handles.append(module.register_forward_hook(make_hook(name)))
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        x = torch.zeros((1, *input_size), device=device, dtype=dtype)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), mode:
+                mode.set(x, Field.identity())
+                model(x)
+        finally:
+            model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for name, module in named:
+        shape, field = fields.get(name, (None, None))
+        rows.append(
+            LayerInfo(
+                name=name,
+                alias=alias_of(model, name),
+                type=type(module).__name__,
+                output_shape=shape,
+                rf_size=field.size if field else None,
+                rf_stride=field.jump if field else None,
+                rf_lo=field.lo if field else None,
+                is_global=bool(field and field.is_global),
+                params=sum(p.numel() for p in module.parameters(recurse=False)),
+            )
+        )
+    return rows
+
+
+def receptive_field(model: nn.Module, layer: str | nn.Module, input_size=(3, 224, 224)) -> Field:
+    """The :class:`Field` of the units of ``layer`` for an input of ``input_size`` ``(C, H, W)``."""
+    name, _ = resolve_layer(model, layer)
+    for row in layer_table(model, input_size):
+        if row.name == name:
+            if row.field is None:
+                raise IntrospectError(f"layer {name!r} did not run in a forward pass; choose another layer")
+            return row.field
+    raise IntrospectError(f"layer {name!r} not found")  # unreachable: resolve_layer checked it
+
+
+def iter_leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Named modules without children."""
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            yield name, module

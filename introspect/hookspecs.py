@@ -1,0 +1,60 @@
+"""The hooks a plugin can implement.
+
+A plugin is a module (or object) with functions decorated by ``@introspect.hookimpl``, found through
+the entry-point group ``introspect``::
+
+    [project.entry-points.introspect]
+    myplugin = "my_introspect_plugin"
+
+The bundled plugins (``introspect_deconv``, ``introspect_occlusion``...) load through the same group.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("introspect")
+hookimpl = pluggy.HookimplMarker("introspect")
+
+
+@hookspec
+def register_methods(register):
+    """Contribute analysis methods to the Python API.
+
+    :param register: ``register(name, func, description="")``; call it once per method. ``func`` is
+        a plain function taking a model first and returning a result object; it becomes
+        ``introspect.methods()[name]`` and ``introspect.<name>``.
+    :return: nothing; plugins call ``register`` instead of returning lists.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Contribute CLI commands.
+
+    :param cli: the ``click.Group`` of ``introspect``; add commands with ``cli.add_command(cmd)``.
+        Use ``introspect.cli.model_options`` / ``analysis_options`` for the shared options.
+    :return: nothing.
+    """
+
+
+@hookspec
+def register_architectures(register):
+    """Contribute model architectures usable with ``--arch`` and in checkpoints.
+
+    :param register: ``register(name, builder, description="", input_size=(3, 224, 224),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD)``; ``builder(**kwargs)`` returns an ``nn.Module``.
+    :return: nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def load_model_file(path, arch, trust_pickle):
+    """Read a model file of a format this plugin knows.
+
+    :param path: ``pathlib.Path`` of an existing, non-empty file.
+    :param arch: the ``--arch`` name given by the user, or None.
+    :param trust_pickle: True only when the user allowed unpickling (``--trust-pickle``).
+    :return: ``(nn.Module, ModelMeta | None)`` or an ``nn.Module`` if this plugin read the file,
+        ``None`` to let the next plugin try. The first non-None result wins; the built-in reader runs
+        last.
+    """

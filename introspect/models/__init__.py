@@ -1,0 +1,101 @@
+"""Reference models, the architecture registry and model files.
+
+Architectures are registered by plugins through the ``register_architectures`` hook (the bundled
+ZFNet, AlexNet and every torchvision classification network come from the built-in plugin
+:mod:`introspect.models.builtin`). :func:`load_model` turns a model file into an ``nn.Module`` in eval
+mode with its :class:`ModelMeta` attached as ``model.introspect_meta``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from introspect.errors import IntrospectError, closest
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelMeta:
+    """What a model file says about its model, beyond the weights.
+
+    Attributes:
+        arch (str | None): registered architecture name (``"zfnet"``), None for a pickled module.
+        arch_kwargs (dict): keyword arguments of the architecture's builder.
+        classes (list[str] | None): class names, index = output unit.
+        input_size (tuple[int, int, int]): ``(C, H, W)`` the model expects.
+        mean, std (tuple[float, ...]): input normalization per channel.
+        aliases (dict[str, str]): extra layer aliases (alias -> module name).
+        source (str | None): where the model came from (a path, ``"bundled"``, ``"random"``).
+    """
+
+    arch: str | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+    classes: list[str] | None = None
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    aliases: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index``, or its number as text when the model has no names."""
+        if self.classes and 0 <= index < len(self.classes):
+            return str(self.classes[index])
+        return str(index)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A registered architecture: a builder and the input it expects."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str = ""
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    plugin: str = ""
+
+    def build(self, **kwargs) -> nn.Module:
+        try:
+            return self.builder(**kwargs)
+        except TypeError as exc:
+            raise IntrospectError(f"cannot build architecture {self.name!r} with {kwargs}: {exc}; check the arguments") from None
+
+
+def architectures() -> dict[str, ArchSpec]:
+    """Every registered architecture by name, from all loaded plugins."""
+    from introspect.manager import get_plugin_manager
+
+    return get_plugin_manager().architectures()
+
+
+def get_arch(name: str) -> ArchSpec:
+    """The registered architecture ``name``; an unknown name gets the closest suggestions."""
+    archs = architectures()
+    if name not in archs:
+        raise IntrospectError(
+            f"unknown architecture {name!r}{closest(name, archs)}; run `introspect models` to list them"
+        )
+    return archs[name]
+
+
+def meta_of(model: nn.Module) -> ModelMeta:
+    """The :class:`ModelMeta` of a loaded model, or the defaults (ImageNet input) for any other module."""
+    meta = getattr(model, "introspect_meta", None)
+    return meta if isinstance(meta, ModelMeta) else ModelMeta()
+
+
+from introspect.models.load import load_model, save_checkpoint, resolve_device  # noqa: E402
+from introspect.models.zfnet import ZFNet, zfnet  # noqa: E402
+from introspect.models.alexnet import AlexNet, alexnet, alexnet_torchvision  # noqa: E402
+
+__all__ = [
+    "ModelMeta", "ArchSpec", "architectures", "get_arch", "meta_of", "load_model", "save_checkpoint",
+    "resolve_device", "ZFNet", "zfnet", "AlexNet", "alexnet", "alexnet_torchvision",
+    "IMAGENET_MEAN", "IMAGENET_STD",
+]

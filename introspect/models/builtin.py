@@ -1,0 +1,40 @@
+"""The built-in plugin: ZFNet, AlexNet and torchvision's classification networks, and the model
+file formats introspect reads (checkpoints, state dicts, safetensors, trusted pickles)."""
+from __future__ import annotations
+
+import functools
+
+from introspect.hookspecs import hookimpl
+from introspect.models.alexnet import alexnet, alexnet_torchvision
+from introspect.models.zfnet import zfnet
+
+
+def _torchvision_builder(name: str, **kwargs):
+    import torchvision
+
+    kwargs.setdefault("weights", None)
+    if name in ("inception_v3", "googlenet"):
+        kwargs.setdefault("aux_logits", False)
+        kwargs.setdefault("init_weights", True)
+    return torchvision.models.get_model(name, **kwargs)
+
+
+@hookimpl
+def register_architectures(register):
+    register("zfnet", zfnet, description="Zeiler & Fergus 2014, Fig. 3 (7x7/2 conv1, LRN)")
+    register("alexnet", alexnet, description="Krizhevsky et al. 2012, the paper's baseline (11x11/4 conv1, LRN)")
+    register("alexnet_torchvision", alexnet_torchvision, description="torchvision's AlexNet layout (no LRN)")
+    import torchvision
+
+    for name in torchvision.models.list_models(module=torchvision.models):
+        if name == "alexnet":
+            continue
+        size = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
+        register(name, functools.partial(_torchvision_builder, name), description="torchvision", input_size=size)
+
+
+@hookimpl(trylast=True)
+def load_model_file(path, arch, trust_pickle):
+    from introspect.models.load import read_model_file
+
+    return read_model_file(path, arch=arch, trust_pickle=trust_pickle)
