@@ -74,11 +74,19 @@ def note(message: str) -> None:
     click.echo(message, err=True)
 
 
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
 def open_model(model_path, arch, device, trust_pickle) -> torch.nn.Module:
     """Load MODEL for a command; without MODEL and --arch, the bundled trained ZFNet (and say so)."""
     from introspect.models import load_model
     from introspect.models.load import bundled_checkpoint
 
+    if model_path is not None and Path(model_path).suffix.lower() in _IMAGE_SUFFIXES:
+        raise IntrospectError(
+            f"MODEL {model_path} looks like an image; give the model file first (introspect COMMAND MODEL IMAGE), "
+            "or leave both out to use the bundled model and image"
+        )
     if model_path is None and arch is None:
         note(f"no MODEL given: using the bundled ZFNet trained on Fashion-MNIST ({bundled_checkpoint().name})")
     elif model_path is None:
