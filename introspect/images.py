@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from introspect.errors import IntrospectError
@@ -63,7 +64,10 @@ def _check_file(path: Path) -> None:
         raise IntrospectError(f"image file {path} is empty (0 bytes); pass a valid image file")
 
 
-def _too_large(path: Path, pixels: int | None) -> IntrospectError:
+def _too_large(path: Path, pixels: int | None, error: BaseException | None = None) -> IntrospectError:
+    """The error for an image over the pixel limit (``pixels`` None: read from Pillow's ``error``)."""
+    found = re.search(r"\((\d+) pixels\)", str(error)) if pixels is None else None
+    pixels = int(found.group(1)) if found else pixels
     count = f"{pixels} pixels" if pixels else "more pixels than allowed"
     return IntrospectError(
         f"image {path} is too large: {count} > limit of {MAX_PIXELS}; resize it first"
@@ -76,13 +80,13 @@ def _open_and_load(path: Path) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _too_large(path, None) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise _too_large(path, None, error) from None
         except PermissionError:
             raise IntrospectError(
                 f"cannot read image file {path}: permission denied; check the file's permissions"
             ) from None
-        except (UnidentifiedImageError, Exception) as error:  # noqa: BLE001 - any decoder failure
+        except Exception as error:  # noqa: BLE001 - UnidentifiedImageError or any decoder failure
             raise IntrospectError(
                 f"{path} is not an image Pillow can read ({_one_line(error)}); "
                 "pass a JPEG, PNG, WebP, BMP or TIFF file"
@@ -511,7 +515,7 @@ def _is_image_name(name: str) -> bool:
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image file under ``folder``, recursively, in sorted order; hidden files and folders skipped.
+    """Every image file under ``folder``, recursively, sorted; hidden files and folders skipped.
 
     Args:
         folder (str | os.PathLike): the folder to search.
@@ -544,7 +548,8 @@ class ImageFolderDataset(Dataset):
 
     Layout: when ``root`` holds no image files directly and has (non-hidden) subfolders, each
     subfolder is a class (sorted names, label = index, images found recursively inside; like
-    ``torchvision.datasets.ImageFolder``). Otherwise the folder is flat: every image under ``root``
+    ``torchvision.datasets.ImageFolder``; a subfolder without images still counts as a class, so
+    labels match torchvision's). Otherwise the folder is flat: every image under ``root``
     (recursively) with label ``-1``. Hidden files and folders are skipped; order is sorted and
     deterministic.
 
