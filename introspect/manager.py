@@ -57,6 +57,15 @@ class IntrospectPluginManager(pluggy.PluginManager):
         self._methods: dict[str, Method] | None = None
         self._archs: dict | None = None
 
+    def register(self, plugin, name=None):
+        """Register a plugin (as pluggy does) and forget what was collected from the others."""
+        self._methods = self._archs = None
+        return super().register(plugin, name=name)
+
+    def unregister(self, plugin=None, name=None):
+        self._methods = self._archs = None
+        return super().unregister(plugin, name=name)
+
     # -- loading ---------------------------------------------------------------------------------
     def load_entry_points(self, disable_third_party: bool = False) -> None:
         seen = set()

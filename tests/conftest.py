@@ -35,3 +35,28 @@ def make_model():
 def _no_third_party_leak(monkeypatch):
     """Tests see a fresh plugin manager when they change the environment."""
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A small ZFNet-shaped introspect checkpoint (64x64 RGB input, 3 named classes)."""
+    from introspect.models import save_checkpoint, zfnet
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 3, "widths": [8, 16, 16, 16, 8], "fc": 16, "pool5_size": 1}
+    model = zfnet(**kwargs).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model, arch="zfnet", arch_kwargs=kwargs, classes=["cat", "dog", "bird"],
+                    input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    return path
+
+
+@pytest.fixture(scope="session")
+def photo(tmp_path_factory):
+    """A real photograph (scikit-image's chelsea) as a PNG file."""
+    import skimage.data
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()).save(path)
+    return path

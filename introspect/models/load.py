@@ -154,7 +154,7 @@ def _torch_load(path: Path, trust_pickle: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" not in str(exc) and "Weights only" not in str(exc):
+        if not _is_pickle(path):
             raise IntrospectError(f"cannot read model file {path}: corrupt or not a PyTorch file ({_first_line(exc)}); check the file") from None
         if not trust_pickle:
             raise IntrospectError(
@@ -170,6 +170,28 @@ def _torch_load(path: Path, trust_pickle: bool):
     if not isinstance(obj, nn.Module) and _find_state_dict(obj) is None:
         raise IntrospectError(f"{path} unpickled to a {type(obj).__name__}, not a model; pass a module or a state dict")
     return obj
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` holds a well-formed pickle (inside a torch zip or bare), checked by reading its
+    opcodes without executing any of them."""
+    import io
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return False
+                data = zf.read(names[0])
+        else:
+            data = path.read_bytes()
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+        return True
+    except Exception:
+        return False
 
 
 def _first_line(exc: BaseException) -> str:
