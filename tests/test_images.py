@@ -21,7 +21,7 @@ from introspect.images import (
     read_image,
 )
 
-skdata = pytest.importorskip("skimage.data")
+import skimage.data as skdata  # noqa: E402  (a dev dependency)
 
 
 def _one_line_error(excinfo, *words):
