@@ -141,3 +141,13 @@ def test_functional_relu_records_with_module_hooks_untouched():
         net(torch.ones(1, 1, 5, 5))
     assert rec["0"].shape == (1, 2, 3, 3)
     assert F.relu is torch.nn.functional.relu
+
+
+def test_records_conv_output_before_an_inplace_relu(make_model):
+    model = make_model("zfnet")
+    x = torch.randn(1, 3, 224, 224)
+    with attach(model, ["conv5"]) as rec, torch.no_grad():
+        model(x)
+    reference = model.features[:13](x)  # conv5's output computed independently
+    assert rec["conv5"].min() < 0
+    torch.testing.assert_close(rec["conv5"], reference)

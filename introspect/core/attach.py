@@ -92,7 +92,8 @@ class Recorder:
 
     # -- recording -------------------------------------------------------------------------------
     def _store(self, name: str, value: torch.Tensor) -> None:
-        self.activations[name] = value.detach() if self.detach else value
+        # a copy: an in-place operation after the layer (nn.ReLU(inplace=True)) would overwrite it
+        self.activations[name] = value.detach().clone() if self.detach else value.clone()
         if self._stop_after and self._stop_after.issubset(self.activations):
             raise _StopForward
 
