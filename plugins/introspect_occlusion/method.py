@@ -1,0 +1,642 @@
+"""``occlusion(model, image, ...)``: every panel of the paper's Fig. 7 from one occluder sweep.
+
+Zeiler & Fergus (Sec. 4.2, Fig. 7) slide a grey square over the image and, at every position, read
+(b) the total activation of the strongest feature map of a layer, (d) the probability of the correct
+class and (e) the most probable class; (c) is the deconvnet projection of that feature map for the
+unoccluded image. Here one pass per position gives all of them, for any number of target classes and
+layers, and the pass is incremental (see :mod:`introspect_occlusion.incremental`).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from introspect.core import apply_rule, attach, resolve_layer
+from introspect.core.layers import alias_of, last_conv_layer
+from introspect.errors import IntrospectError, closest
+from introspect.models import meta_of
+from introspect.occluders import FILLS, fill_image
+
+from introspect_occlusion.incremental import IncrementalModel, Step, Sweep
+
+#: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
+PAPER_INPUT, PAPER_SIZE, PAPER_STRIDE = 224, 50, 10
+
+
+# --------------------------------------------------------------------------------------------------
+# the result
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class OcclusionResult:
+    """Everything one occluder sweep measured (Fig. 7 b-e), as tensors on the CPU.
+
+    Attributes:
+        input (Tensor): ``1 x C x H x W``, the preprocessed image.
+        size, stride (tuple[int, int]): occluder side and step, in input pixels (rows, columns).
+        fill (str): what the occluder holds (``gray``, ``mean``, ``zero``, ``blur``).
+        ys, xs (Tensor): ``Py`` and ``Px`` top-left corners of the occluder along each axis.
+        targets (list[int]): target classes; ``target_names`` their names.
+        prob (Tensor): ``T x Py x Px`` probability of each target with the occluder at each position.
+        label (Tensor): ``Py x Px`` (int64) most probable class at each position; ``label_prob`` its
+            probability.
+        clean_prob (Tensor): ``K`` class probabilities of the unoccluded image.
+        layers (list[str]): layers read out; ``channels`` the feature map of each (default its
+            strongest: the largest activation in the unoccluded image).
+        activation (Tensor): ``L x Py x Px`` total activation of that feature map at each position;
+            ``clean_activation`` (``L``) its value for the unoccluded image.
+        projection (Tensor | None): ``L x C x H x W`` deconvnet projection of each feature map for
+            the unoccluded image (Fig. 7 c).
+        aliases (list[str | None]): the paper's name of each layer (``conv5``), where it has one.
+        classes (list[str] | None): class names of the model, if it has them.
+        mean, std (tuple[float, ...]): the input normalization (to show the image).
+        mode (str): ``incremental``, ``approximate`` or ``full`` (whole forward passes), and
+            ``fallback`` the reason when the incremental path could not be used.
+        tau (float | None): the projective-field threshold of the approximate mode.
+        approx_error (dict | None): approximate mode only: errors against exact incremental inference
+            on a sample of positions.
+        stats (dict): positions, batch size, seconds, and the multiply-adds of convolution and linear
+            layers actually computed against a full forward pass per position (``work_fraction``).
+    """
+
+    input: torch.Tensor
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    fill: str
+    ys: torch.Tensor
+    xs: torch.Tensor
+    targets: list[int]
+    target_names: list[str]
+    prob: torch.Tensor
+    label: torch.Tensor
+    label_prob: torch.Tensor
+    clean_prob: torch.Tensor
+    layers: list[str]
+    channels: list[int]
+    activation: torch.Tensor
+    clean_activation: torch.Tensor
+    projection: torch.Tensor | None = None
+    aliases: list[str | None] = field(default_factory=list)
+    classes: list[str] | None = None
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mode: str = "incremental"
+    fallback: str | None = None
+    tau: float | None = None
+    approx_error: dict | None = None
+    stats: dict = field(default_factory=dict)
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index`` (its number when the model has no names)."""
+        if self.classes and 0 <= index < len(self.classes):
+            return str(self.classes[index])
+        return str(index)
+
+    def layer_title(self, i: int) -> str:
+        """Layer ``i`` as people call it: its alias (``conv5``) when it has one, else its module name."""
+        alias = self.aliases[i] if i < len(self.aliases) else None
+        return alias or self.layers[i]
+
+    @property
+    def clean_label(self) -> int:
+        """The top class of the unoccluded image."""
+        return int(self.clean_prob.argmax())
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary: geometry, targets, layers, extremes of each map, mode and timings."""
+        targets = []
+        for t, (index, name) in enumerate(zip(self.targets, self.target_names)):
+            flat = int(self.prob[t].argmin())
+            iy, ix = divmod(flat, self.prob.shape[2])
+            targets.append({
+                "index": index, "name": name, "clean_prob": float(self.clean_prob[index]),
+                "min_prob": float(self.prob[t].min()), "max_prob": float(self.prob[t].max()),
+                "most_important_box": [int(self.ys[iy]), int(self.xs[ix]),
+                                       int(self.ys[iy]) + self.size[0], int(self.xs[ix]) + self.size[1]],
+            })
+        labels, counts = torch.unique(self.label, return_counts=True)
+        return {
+            "method": "occlusion",
+            "input_shape": list(self.input.shape),
+            "size": list(self.size), "stride": list(self.stride), "fill": self.fill,
+            "positions": [len(self.ys), len(self.xs)],
+            "ys": self.ys.tolist(), "xs": self.xs.tolist(),
+            "clean_label": {"index": self.clean_label, "name": self.class_name(self.clean_label),
+                            "prob": float(self.clean_prob.max())},
+            "targets": targets,
+            "labels": [{"index": int(i), "name": self.class_name(int(i)), "positions": int(c)}
+                       for i, c in sorted(zip(labels.tolist(), counts.tolist()), key=lambda p: -p[1])],
+            "layers": [{"name": n, "alias": self.aliases[i] if i < len(self.aliases) else None, "channel": c,
+                        "clean_total": float(a), "min_total": float(m.min()),
+                        "max_total": float(m.max())}
+                       for i, (n, c, a, m) in enumerate(zip(self.layers, self.channels, self.clean_activation,
+                                                            self.activation))],
+            "mode": self.mode, "fallback": self.fallback, "tau": self.tau, "approx_error": self.approx_error,
+            "stats": self.stats,
+        }
+
+    def save(self, out) -> list:
+        """Write the panels (PNG), the maps (``.npy``) and ``result.json`` into folder ``out``.
+
+        Files: ``prob.npy`` (``Py x Px``, first target), ``probs.npy`` (``T x Py x Px``),
+        ``label.npy``, ``activation.npy`` (``Py x Px``, first layer), ``activations.npy``
+        (``L x Py x Px``), ``projection.npy``, ``input.npy``, ``result.json``, and the panels
+        ``a_input.png``, ``b_activation_*.png``, ``c_projection_*.png``, ``d_prob_*.png``,
+        ``e_label.png`` and ``figure.png`` (all panels in a row). Nothing is written on error.
+
+        Returns:
+            list[Path]: the files written.
+        """
+        from introspect.render import OutputDir
+
+        from introspect_occlusion.figure import panels
+
+        with OutputDir(out) as od:
+            od.save_npy("input.npy", self.input)
+            od.save_npy("prob.npy", self.prob[0])
+            od.save_npy("probs.npy", self.prob)
+            od.save_npy("label.npy", self.label)
+            od.save_npy("activation.npy", self.activation[0])
+            od.save_npy("activations.npy", self.activation)
+            if self.projection is not None:
+                od.save_npy("projection.npy", self.projection)
+            for name, picture in panels(self).items():
+                od.save_png(name, picture)
+            od.save_json("result.json", self.to_dict())
+        return od.files
+
+
+# --------------------------------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------------------------------
+def default_geometry(hw: tuple[int, int]) -> tuple[int, int]:
+    """The paper's occluder (50 pixels, stride 10 at 224 x 224) scaled to an input of ``hw``."""
+    side = min(hw)
+    return max(1, round(PAPER_SIZE * side / PAPER_INPUT)), max(1, round(PAPER_STRIDE * side / PAPER_INPUT))
+
+
+def _pair(value, what: str) -> tuple[int, int]:
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise IntrospectError(f"{what} must be a positive integer (or a pair), got {value!r}; e.g. {what}=10")
+    return (int(pair[0]), int(pair[1]))
+
+
+def positions(hw: tuple[int, int], size: tuple[int, int], stride: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners along each axis: ``0, stride, 2 * stride, ...`` while the square fits."""
+    if size[0] > hw[0] or size[1] > hw[1]:
+        raise IntrospectError(f"occluder {size[0]}x{size[1]} is larger than the {hw[0]}x{hw[1]} input; "
+                              "use a smaller --size")
+    return torch.arange(0, hw[0] - size[0] + 1, stride[0]), torch.arange(0, hw[1] - size[1] + 1, stride[1])
+
+
+def resolve_targets(targets, classes: list[str] | None, num_classes: int, default: int) -> list[int]:
+    """Class indices from indices, names or digit strings; ``None`` -> ``[default]``."""
+    if targets is None or (isinstance(targets, (list, tuple)) and not targets):
+        return [default]
+    if isinstance(targets, (int, str)):
+        targets = [targets]
+    out = []
+    for t in targets:
+        if isinstance(t, bool):
+            raise IntrospectError(f"target {t!r} is not a class; give a class index or name")
+        if isinstance(t, str) and t.strip().lstrip("-").isdigit():
+            t = int(t)
+        if isinstance(t, int):
+            if not 0 <= t < num_classes:
+                raise IntrospectError(f"target class {t} is out of range; the model has {num_classes} classes "
+                                      f"(0..{num_classes - 1})")
+            out.append(t)
+            continue
+        names = list(classes or [])
+        if t in names:
+            out.append(names.index(t))
+            continue
+        folded = [n.lower() for n in names]
+        if str(t).lower() in folded:
+            out.append(folded.index(str(t).lower()))
+            continue
+        if not names:
+            raise IntrospectError(f"target {t!r}: the model has no class names; "
+                                  f"give a class index (0..{num_classes - 1})")
+        raise IntrospectError(f"unknown target class {t!r}{closest(str(t), names)}; "
+                              "give a class index or one of the model's class names")
+    return out
+
+
+def strongest_channel(activation: torch.Tensor) -> int:
+    """The feature map (channel) with the largest single activation in ``1 x C x ...``."""
+    return int(activation[0].reshape(activation.shape[1], -1).max(1).values.argmax())
+
+
+def _totals(value: torch.Tensor, channel: int) -> torch.Tensor:
+    """``B`` sums of feature map ``channel`` (float64); for ``B x C`` outputs the unit itself."""
+    v = value[:, channel]
+    return v.reshape(v.shape[0], -1).sum(1, dtype=torch.float64)
+
+
+class _Readout:
+    """Accumulates the total of one feature map per position from window states, via the summed-area
+    table of the clean map (so a window costs one sum of the window, not a sum of the whole map)."""
+
+    def __init__(self, clean: torch.Tensor, channel: int):
+        self.channel = channel
+        self.clean_total = _totals(clean, channel)[0]
+        if clean.dim() == 4:
+            m = clean[0, channel].to(torch.float64)
+            self.sat = torch.nn.functional.pad(m.cumsum(0).cumsum(1), (1, 0, 1, 0))
+        self.values: list[torch.Tensor] = []
+
+    def __call__(self, state, batch: int) -> None:
+        if state.kind == "full":
+            self.values.append(_totals(state.value, self.channel))
+        elif state.kind == "win":
+            w = state.window
+            h, wd = w.hw
+            y0, x0 = w.oy, w.ox
+            s = self.sat
+            clean_part = s[y0 + h, x0 + wd] - s[y0, x0 + wd] - s[y0 + h, x0] + s[y0, x0]
+            win_part = state.value[:, self.channel].sum((1, 2), dtype=torch.float64)
+            self.values.append(self.clean_total + win_part - clean_part)
+        else:  # no position of the sweep changes this layer
+            self.values.append(self.clean_total.expand(batch))
+
+
+# --------------------------------------------------------------------------------------------------
+# the method
+# --------------------------------------------------------------------------------------------------
+def occlusion(
+    model: nn.Module,
+    image: torch.Tensor,
+    size: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    fill: str = "gray",
+    targets: int | str | Sequence[int | str] | None = None,
+    layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
+    *,
+    channels: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    approximate: float | None = None,
+    check_positions: int = 16,
+    incremental: bool = True,
+    project: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    blur_sigma: float = 8.0,
+    progress: Callable[[int], None] | None = None,
+) -> OcclusionResult:
+    """Occlusion sensitivity (Zeiler & Fergus, Fig. 7): slide an occluder over ``image`` and read,
+    from one pass per position, every target's probability, the top label and the total activation of
+    each layer's strongest feature map; plus that map's deconvnet projection.
+
+    The occluder's top-left corner takes the positions ``0, stride, 2 * stride, ...`` along each axis
+    while the square fits inside the image. (captum's ``Occlusion`` adds one more, clipped window at
+    the end of an axis when ``(H - size)`` is not a multiple of ``stride``; the maps agree wherever
+    both have windows.) The occluded image is ``fill_image(image, fill)`` inside the square and the
+    image outside (:mod:`introspect.occluders`).
+
+    Passes are incremental: each layer's output for the clean image is kept, and for a batch of
+    positions only the part of each layer that the occluder can change is recomputed (see
+    :mod:`introspect_occlusion.incremental`); the maps equal full forward passes to float rounding.
+    Models ``torch.fx`` cannot trace run whole forward passes instead (``mode == "full"``).
+
+    Memory: everything runs under ``torch.no_grad()`` (except the projection, one backward pass of
+    the clean image). Peak memory is the clean image's cached layer outputs plus ``batch_size`` times
+    the changed windows of the layers alive at once -- and, from the first global layer on (flatten,
+    linear, adaptive pooling to another size), ``batch_size`` whole outputs of those layers -- plus at
+    most 64 MB of precomputed gather indices. It grows with ``batch_size``, not with the number of
+    positions (the maps themselves are ``positions x targets`` numbers).
+
+    Args:
+        model (nn.Module): an image classifier returning ``N x K`` scores; it is run in eval mode
+            (training flags are restored afterwards). Its batch elements must be independent.
+        image (Tensor): ``1 x C x H x W`` (or ``C x H x W``) preprocessed image, on any device; it is
+            moved to the model's device.
+        size (int | (int, int) | None): occluder side in pixels; default the paper's 50 at 224,
+            scaled to the input (``round(50 * min(H, W) / 224)``).
+        stride (int | (int, int) | None): step in pixels; default 10 at 224, scaled the same way.
+        fill (str): ``gray`` (default), ``mean``, ``zero`` or ``blur`` (see :func:`introspect.occluders.fill_image`).
+        targets (int | str | sequence | None): classes to map, by index or name (names from the
+            model's metadata); default the top predicted class of the unoccluded image.
+        layers (str | nn.Module | sequence | None): layers for panel (b), names, aliases (``conv5``)
+            or modules; default the last convolutional layer.
+        channels (sequence of int | None): the feature map of each layer; default its strongest.
+        batch_size (int | None): positions per call; bounds the memory. Default: as many as fit in
+            about 512 MB of windows and patches (estimated from the plan), at most 512.
+        approximate (float | None): ``tau`` in ``(0, 1]`` for Krypton-style projective-field
+            thresholding (each convolution or pooling output window capped at ``tau`` of the map
+            side); default ``None``, exact.
+        check_positions (int): approximate mode: positions (evenly spread) re-run exactly to report
+            the error (default 16; 0 to skip).
+        incremental (bool): ``False`` runs whole forward passes (batched), for comparison.
+        project (bool): compute the deconvnet projections of panel (c) (default True).
+        mean, std (sequence of float | None): the input normalization; default the model's metadata.
+        blur_sigma (float): Gaussian sigma for ``fill="blur"``.
+        progress (callable | None): called with the number of positions finished after each batch.
+
+    Returns:
+        OcclusionResult: maps ``T x Py x Px`` (probabilities), ``Py x Px`` (labels),
+        ``L x Py x Px`` (activations), the projections and metadata; ``.save(dir)`` writes them.
+
+    Raises:
+        IntrospectError: bad arguments (occluder larger than the image, unknown target or layer,
+            a model whose output is not ``N x K``).
+
+    Example:
+        >>> result = introspect.occlusion(model, image, size=50, stride=10, targets=["Afghan hound"])
+        >>> result.prob.shape, result.label.shape
+        (torch.Size([1, 18, 18]), torch.Size([18, 18]))
+        >>> result.save("occlusion-out")
+    """
+    if not isinstance(image, torch.Tensor):
+        raise IntrospectError(f"image must be a tensor (1 x C x H x W), got {type(image).__name__}; "
+                              "load it with introspect.load_image")
+    x = image.detach()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise IntrospectError(f"occlusion takes one image (1 x C x H x W), got shape {tuple(image.shape)}; "
+                              "pass image[i:i+1]")
+    if fill not in FILLS:
+        raise IntrospectError(f"unknown fill {fill!r}; use one of {', '.join(FILLS)}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise IntrospectError(f"batch_size must be a positive integer, got {batch_size!r}; e.g. 64")
+    if approximate is not None and not 0 < float(approximate) <= 1:
+        raise IntrospectError(f"approximate (tau) must be in (0, 1], got {approximate}; e.g. 0.5")
+    param = next(model.parameters(), None)
+    if param is not None:
+        x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
+    d_size, d_stride = default_geometry(hw)
+    size = _pair(d_size if size is None else size, "size")
+    stride = _pair(d_stride if stride is None else stride, "stride")
+    ys, xs = positions(hw, size, stride)
+    meta = meta_of(model)
+    mean = tuple(mean if mean is not None else meta.mean)
+    std = tuple(std if std is not None else meta.std)
+    layer_names = [resolve_layer(model, layer)[0] for layer in _as_list(layers, lambda: last_conv_layer(model))]
+    layer_names = list(dict.fromkeys(layer_names))
+
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad(), attach(model, layer_names) as rec:
+            logits = rec.forward(x)
+        clean_layers = dict(rec.activations)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise IntrospectError(f"occlusion needs a classifier whose output is N x classes, got {shape}; "
+                                  "wrap the model to return class scores")
+        missing = [n for n in layer_names if n not in clean_layers]
+        if missing:
+            raise IntrospectError(f"layer {missing[0]!r} did not run in the forward pass; "
+                                  "choose another --layer (see `introspect layers`)")
+        clean_prob = torch.softmax(logits.float(), 1)[0]
+        targets = list(dict.fromkeys(resolve_targets(targets, meta.classes, logits.shape[1], int(clean_prob.argmax()))))
+        if channels is None:
+            channels = [strongest_channel(clean_layers[n]) for n in layer_names]
+        channels = [int(c) for c in channels]
+        if len(channels) != len(layer_names):
+            raise IntrospectError(f"got {len(channels)} channels for {len(layer_names)} layers; "
+                                  "give one channel per layer")
+        for n, c in zip(layer_names, channels):
+            if not 0 <= c < clean_layers[n].shape[1]:
+                raise IntrospectError(f"channel {c} is out of range for layer {n!r}; "
+                                      f"choose one of 0..{clean_layers[n].shape[1] - 1}")
+        fill_t = fill_image(x, fill, mean, std, blur_sigma)
+        sweep = Sweep(ys.repeat_interleave(len(xs)).to(x.device), xs.repeat(len(ys)).to(x.device), size)
+        start = time.perf_counter()
+        engine, fallback = None, None
+        if incremental:
+            engine, fallback = _engine(model, x, logits, layer_names, clean_layers)
+        steps = engine.plan(sweep, approximate) if engine is not None else None
+        if batch_size is None:
+            per_position = engine.bytes_per_position(steps) if engine is not None else None
+            batch_size = auto_batch_size(per_position, len(sweep.ys))
+        runner = _Runner(model, x, fill_t, sweep, layer_names, channels, clean_layers, targets, batch_size)
+        if engine is not None:
+            engine.precompute(steps, batch_size)
+            out = runner.incremental(engine, steps, progress)
+            mode = "approximate" if approximate is not None else "incremental"
+            work = _work(engine, steps, len(sweep.ys))
+        else:
+            out = runner.full(progress)
+            mode, work = "full", {}
+        seconds = time.perf_counter() - start
+        error = None
+        if engine is not None and approximate is not None and check_positions > 0:
+            error = _approx_error(engine, runner, out, check_positions)
+        projection = _projections(model, x, layer_names, channels) if project else None
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+    py, px = len(ys), len(xs)
+    prob, label, label_prob, acts = out
+    return OcclusionResult(
+        input=x.detach().cpu(), size=size, stride=stride, fill=fill, ys=ys, xs=xs,
+        targets=targets, target_names=[meta.class_name(t) for t in targets],
+        prob=prob.reshape(len(targets), py, px), label=label.reshape(py, px),
+        label_prob=label_prob.reshape(py, px), clean_prob=clean_prob.cpu(),
+        layers=layer_names, channels=channels, activation=acts.reshape(len(layer_names), py, px),
+        clean_activation=torch.stack([_totals(clean_layers[n], c)[0]
+                                      for n, c in zip(layer_names, channels)]).float().cpu(),
+        projection=projection, aliases=[alias_of(model, n) for n in layer_names],
+        classes=list(meta.classes) if meta.classes else None, mean=mean, std=std,
+        mode=mode, fallback=fallback, tau=None if approximate is None else float(approximate), approx_error=error,
+        stats={"positions": py * px, "batch_size": batch_size, "seconds": round(seconds, 4),
+               "device": str(x.device), **work},
+    )
+
+
+class _TotalHook:
+    """A forward hook that sums one feature map per batch element as soon as the layer has run."""
+
+    def __init__(self, channel: int):
+        self.channel = channel
+        self.values: list[torch.Tensor] = []
+
+    def __call__(self, module, inputs, output):
+        value = output[0] if isinstance(output, (tuple, list)) else output
+        self.values.append(_totals(value.detach(), self.channel))
+
+
+#: Memory for the windows and patches of one batch when ``batch_size`` is not given.
+AUTO_BATCH_BYTES = 512 * 2 ** 20
+
+
+def auto_batch_size(bytes_per_position: int | None, positions: int) -> int:
+    """Positions per batch: as many as fit in :data:`AUTO_BATCH_BYTES` (at most 512, at least 1);
+    64 when the size of a position is unknown (whole forward passes)."""
+    if bytes_per_position is None:
+        return min(64, positions)
+    return int(max(1, min(512, positions, AUTO_BATCH_BYTES // bytes_per_position)))
+
+
+def _as_list(value, default: Callable):
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return [default()]
+    if isinstance(value, (str, nn.Module)):
+        return [value]
+    return list(value)
+
+
+def _engine(model, x, logits, layer_names, clean_layers):
+    """An :class:`IncrementalModel`, or ``(None, reason)`` when the model cannot run incrementally."""
+    leaves: list[str] = []
+    for _ in range(2):
+        try:
+            engine = IncrementalModel(model, x, layer_names, leaves)
+        except Exception as exc:  # untraceable code, unusual outputs: whole passes are still exact
+            return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        out = engine.logits
+        if not isinstance(out, torch.Tensor) or out.shape != logits.shape or not torch.allclose(
+                out, logits, rtol=1e-4, atol=1e-5 * float(logits.abs().max()) + 1e-6):
+            return None, "the traced graph does not reproduce the model's output"
+        bad = engine.check_layers(clean_layers)
+        if not bad:
+            return engine, None
+        leaves = bad
+    return None, f"layer {bad[0]!r} could not be located in the traced graph"
+
+
+class _Runner:
+    """Runs the batches of a sweep and collects the maps."""
+
+    def __init__(self, model, x, fill, sweep, layer_names, channels, clean_layers, targets, batch_size):
+        self.model, self.x, self.fill, self.sweep = model, x, fill, sweep
+        self.layer_names, self.channels, self.targets = layer_names, channels, targets
+        self.clean_layers, self.batch_size = clean_layers, batch_size
+
+    def _collect(self, logits_batches, readouts):
+        prob = torch.cat([torch.softmax(lg.float(), 1) for lg in logits_batches])
+        top = prob.max(1)
+        t = torch.as_tensor(self.targets, device=prob.device)
+        acts = torch.stack([torch.cat(r.values) for r in readouts]) if readouts else torch.zeros(0, len(prob))
+        return prob[:, t].T.cpu(), top.indices.cpu(), top.values.cpu(), acts.float().cpu()
+
+    def incremental(self, engine: IncrementalModel, steps: dict, progress):
+        readouts = [_Readout(self.clean_layers[n], c) for n, c in zip(self.layer_names, self.channels)]
+        by_name = dict(zip(self.layer_names, readouts))
+        n = len(self.sweep.ys)
+        logits = []
+        for a in range(0, n, self.batch_size):
+            b = min(n, a + self.batch_size)
+            with torch.no_grad():
+                logits.append(engine.run(steps, self.fill, a, b,
+                                         lambda name, state, batch: by_name[name](state, batch)))
+            if progress is not None:
+                progress(b - a)
+        return self._collect(logits, readouts)
+
+    def full(self, progress):
+        """Whole forward passes of batches of occluded images (models that cannot be traced)."""
+        n = len(self.sweep.ys)
+        sh, sw = self.sweep.box
+        logits = []
+        hooks = [_TotalHook(c) for c in self.channels]
+        with contextlib.ExitStack() as stack:
+            for name, hook in zip(self.layer_names, hooks):
+                stack.callback(resolve_layer(self.model, name)[1].register_forward_hook(hook).remove)
+            for a in range(0, n, self.batch_size):
+                b = min(n, a + self.batch_size)
+                batch = self.x.expand(b - a, *self.x.shape[1:]).clone()
+                for i in range(b - a):
+                    y0, x0 = int(self.sweep.ys[a + i]), int(self.sweep.xs[a + i])
+                    batch[i, :, y0:y0 + sh, x0:x0 + sw] = self.fill[0, :, y0:y0 + sh, x0:x0 + sw]
+                with torch.no_grad():
+                    logits.append(self.model(batch))
+                for hook in hooks:  # a module called twice per pass keeps its last output
+                    calls = len(hook.values) - len(logits) + 1
+                    if calls > 1:
+                        del hook.values[-calls:-1]
+                if progress is not None:
+                    progress(b - a)
+        prob, label, label_prob, _ = self._collect(logits, [])
+        act = torch.stack([torch.cat(h.values) for h in hooks]).float().cpu() if hooks else torch.zeros(0, n)
+        return prob, label, label_prob, act
+
+
+def _approx_error(engine: IncrementalModel, runner: _Runner, approx_out, count: int) -> dict:
+    """Exact incremental inference on ``count`` evenly spread positions, against the approximation."""
+    n = len(runner.sweep.ys)
+    idx = torch.linspace(0, n - 1, min(count, n)).round().long().unique()
+    sub = Sweep(runner.sweep.ys[idx.to(runner.sweep.ys.device)], runner.sweep.xs[idx.to(runner.sweep.xs.device)],
+                runner.sweep.box)
+    exact_runner = _Runner(runner.model, runner.x, runner.fill, sub, runner.layer_names, runner.channels,
+                           runner.clean_layers, runner.targets, runner.batch_size)
+    prob, label, _, acts = exact_runner.incremental(engine, engine.plan(sub, None, runner.batch_size), None)
+    a_prob, a_label, _, a_acts = approx_out
+    scale = torch.stack([_totals(runner.clean_layers[n_], c)[0] for n_, c in
+                         zip(runner.layer_names, runner.channels)]).abs().float().cpu().clamp(min=1e-12)
+    act_err = ((a_acts[:, idx] - acts).abs().max(1).values / scale) if len(acts) else torch.zeros(0)
+    return {
+        "checked_positions": int(len(idx)),
+        "prob_max_abs": float((a_prob[:, idx] - prob).abs().max()),
+        "prob_mean_abs": float((a_prob[:, idx] - prob).abs().mean()),
+        "label_agreement": float((a_label[idx] == label).float().mean()),
+        "activation_max_rel": [float(v) for v in act_err],
+    }
+
+
+def _work(engine: IncrementalModel, steps: dict[object, Step], count: int) -> dict:
+    """Multiply-adds of convolutions and linear layers: computed incrementally vs whole passes."""
+    full = done = 0
+    for node, step in steps.items():
+        macs = _node_macs(engine, node)
+        if not macs:
+            continue
+        out = engine.cache[node]
+        per_unit = macs / max(1, out[0, 0].numel() if out.dim() == 4 else 1)
+        full += macs * count
+        if step.kind == "full":
+            done += macs * count
+        elif step.kind == "win":
+            done += per_unit * step.window.area * count
+    return {"macs_full": int(full), "macs_incremental": int(done),
+            "work_fraction": round(done / full, 4) if full else None}
+
+
+def _node_macs(engine: IncrementalModel, node) -> int:
+    """Multiply-adds of one image through a convolution or linear node (0 for anything else)."""
+    if node.op != "call_module":
+        return 0
+    module = engine.gm.get_submodule(node.target)
+    out = engine.cache[node]
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        return int(out[0].numel() * module.in_channels // module.groups * k)
+    if isinstance(module, nn.Linear):
+        return int(out[0].numel() * module.in_features)
+    return 0
+
+
+def _projections(model, x, layer_names, channels) -> torch.Tensor:
+    """Deconvnet projection (Fig. 7 c) of each layer's feature map for the unoccluded image.
+
+    The feature map (rectified; the raw map if rectifying leaves nothing) is the only non-zero part of
+    its layer, projected down with the deconvnet rule: rectified gradients through the ReLUs, the max
+    pooling switches, transposed filters.
+    """
+    out = []
+    for name, channel in zip(layer_names, channels):
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad(), apply_rule(model, "deconvnet"), attach(model, [name], detach=False) as rec:
+            rec.forward(xg, stop=True)
+            fmap = rec[name]
+            seed = torch.zeros_like(fmap)
+            part = fmap[:, channel].detach()
+            seed[:, channel] = part.clamp(min=0) if bool((part > 0).any()) else part
+            if not fmap.requires_grad:
+                out.append(torch.zeros_like(x[0]))
+                continue
+            (grad,) = torch.autograd.grad(fmap, xg, seed, allow_unused=True)
+        out.append(torch.zeros_like(x[0]) if grad is None else grad[0].detach())
+    return torch.stack(out).float().cpu()
+
+
+__all__ = ["occlusion", "OcclusionResult", "default_geometry", "positions", "resolve_targets", "strongest_channel"]
