@@ -1,0 +1,447 @@
+"""The fast path: a deconvnet that walks a plain chain of layers down, one receptive window at a time.
+
+A projection of one activation is zero outside the unit's receptive field, and the receptive field of
+a deep unit covers only part of each lower feature map (a conv5 unit of ZFNet sees 139x139 pixels of a
+224x224 image, and a third of the conv1 and conv2 maps). When the path from the input to the chosen
+layer is a chain of ``Conv2d``, ``ReLU``, ``MaxPool2d``, ``LocalResponseNorm``, ``BatchNorm2d``,
+``Dropout`` and ``Identity`` modules -- ZFNet, AlexNet, VGG's ``features`` -- the deconvnet of
+Zeiler & Fergus (Sec. 2.1, Fig. 1) is computed here directly, on batches of windows: at each layer a
+window is the unit's receptive window in that layer's coordinates, cut to the map (the padding holds
+no activations). Windows are sorted by how they are cut (:meth:`Chain.crop_plan`) and go down in
+batches of neighbours, which share most of their cuts:
+
+* **unpool**: each value goes back to the position its max-pool **switch** recorded on the way up;
+  overlapping pools (3x3, stride 2) can send several values to one position, and they **sum**;
+* **rectify**: ``relu`` of the reconstruction at every ``ReLU``;
+* **filter**: the transposed filters of each convolution (``conv_transpose2d``; for the first layer
+  on the CPU a matrix product and ``fold``, which is faster there);
+* ``BatchNorm2d`` (eval) is a per-channel scale, applied as its transpose (its gradient);
+  ``LocalResponseNorm`` is passed through (it has no counterpart in the paper's deconvnet);
+  ``Dropout`` (eval) and ``Identity`` are the identity.
+
+These are the rules of ``introspect.core.apply_rule(model, "deconvnet")``; the generic autograd path
+(:mod:`introspect_deconv.deconvnet`) gives the same numbers for any model, and is used whenever
+:func:`trace_chain` finds no such chain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+_KINDS = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool", nn.BatchNorm2d: "bn",
+          nn.LocalResponseNorm: "pass", nn.Dropout: "pass", nn.Identity: "pass"}
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[-1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+@dataclass
+class Step:
+    """One module of the chain, as it ran: its kind, geometry and (for a max pool) its switches.
+
+    Attributes:
+        name (str): the module's name in the model.
+        kind (str): ``"conv"``, ``"pool"``, ``"relu"``, ``"bn"`` or ``"pass"``.
+        module (nn.Module): the module.
+        in_hw, out_hw (tuple[int, int]): spatial size of its input and output maps.
+        kernel, stride, padding, dilation (tuple[int, int]): sliding-window geometry (``(1, 1)``,
+            ``(1, 1)``, ``(0, 0)``, ``(1, 1)`` for element-wise modules).
+        switch_yx (tuple[Tensor, Tensor] | None): for a max pool, the **switches**: ``(N, C, Ho,
+            Wo)`` int32 row and column, in the pool's input map, of each maximum.
+    """
+
+    name: str
+    kind: str
+    module: nn.Module
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    switch_yx: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def switches(self) -> torch.Tensor | None:
+        """``(N, C, Ho, Wo)`` int64 flat index of each maximum in the input map (as
+        ``F.max_pool2d(..., return_indices=True)`` gives them)."""
+        if self.switch_yx is None:
+            return None
+        rows, cols = self.switch_yx
+        return rows.to(torch.int64) * self.in_hw[1] + cols
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """Extent of one sliding window in input pixels: ``dilation * (kernel - 1) + 1``."""
+        return tuple(self.dilation[a] * (self.kernel[a] - 1) + 1 for a in range(2))
+
+    def window_below(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Size of the input window that a window of ``size`` output units reads."""
+        return tuple((size[a] - 1) * self.stride[a] + self.span[a] for a in range(2))
+
+
+@dataclass
+class Chain:
+    """A traced chain: the steps from the input to the chosen layer, and that layer's output.
+
+    Attributes:
+        steps (list[Step]): in forward order; ``steps[-1]`` produced ``activations``.
+        activations (Tensor): ``(N, C, h, w)`` output of the chosen layer (detached).
+        input_hw (tuple[int, int]): the input image size.
+    """
+
+    steps: list[Step]
+    activations: torch.Tensor
+    input_hw: tuple[int, int]
+    _bn_scales: dict = field(default_factory=dict)
+    _workspace: dict = field(default_factory=dict)
+
+    def workspace(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+        """A tensor of ``shape`` (uninitialized) whose memory is reused by later calls with the same
+        ``name``: large fresh allocations cost page faults on every chunk of a walk."""
+        numel = 1
+        for n in shape:
+            numel *= int(n)
+        buffer = self._workspace.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or buffer.device != torch.device(device):
+            buffer = self._workspace[name] = torch.empty(numel, dtype=dtype, device=device)
+        return buffer[:numel].view(shape)
+
+    def bytes_per_window(self, size: tuple[int, int]) -> int:
+        """Rough peak memory (bytes) of walking one window of ``size`` down the chain."""
+        channels, peak = int(self.activations.shape[1]), 0
+        for step in reversed(self.steps):
+            if step.kind == "conv":
+                below = step.window_below(size)
+                channels = step.module.in_channels
+                cols = channels * step.kernel[0] * step.kernel[1] * size[0] * size[1]
+                peak = max(peak, cols + 2 * channels * below[0] * below[1])
+                size = below
+            elif step.kind == "pool":
+                below = step.window_below(size)
+                peak = max(peak, 3 * channels * size[0] * size[1] + 2 * channels * below[0] * below[1])
+                size = below
+        return max(peak, 1) * self.activations.element_size()
+
+    def crop_plan(self, top_lo: int, top_size: int, axis: int) -> tuple:
+        """How a window of ``top_size`` units at ``top_lo`` (on the chosen layer's map, along
+        ``axis``) is cut to each map on the way down: one ``(cut_before, cut_after)`` per
+        convolution or pool. Windows with the same plan have the same shapes all the way down, so
+        they are walked as one batch."""
+        lo, size, plan = top_lo, top_size, []
+        for step in reversed(self.steps):
+            if step.kind not in ("conv", "pool"):
+                continue
+            lo = lo * step.stride[axis] - step.padding[axis]
+            size = (size - 1) * step.stride[axis] + step.span[axis]
+            before, after = max(0, -lo), max(0, lo + size - step.in_hw[axis])
+            plan.append((before, after))
+            lo, size = lo + before, max(0, size - before - after)
+        return tuple(plan)
+
+    # -- the deconvnet walk ---------------------------------------------------------------------
+    def walk(self, windows: torch.Tensor, origin: torch.Tensor, image_index: torch.Tensor):
+        """Map windows of the chosen layer's output down to the input.
+
+        After each convolution and pool the windows are cut to the map below (its padding holds
+        no activations): what all windows have outside is cut off, what only some have is set to
+        zero (:func:`fit_to_map`), so a batch of windows with alike :meth:`crop_plan` does the
+        least work.
+
+        Args:
+            windows (Tensor): ``(B, C, h, w)`` values on the chosen layer's map (zero outside it).
+            origin (Tensor): ``(B, 2)`` int64, the map position ``(y, x)`` of each window's corner.
+            image_index (Tensor): ``(B,)`` int64, the image of the batch each window belongs to.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``(B, C_in, H', W')`` windows on the input (zero outside the
+            image) and their ``(B, 2)`` corners in input pixels.
+        """
+        for step in reversed(self.steps):
+            if windows.shape[-1] == 0 or windows.shape[-2] == 0:
+                break
+            if step.kind == "relu":
+                windows = windows.clamp_min_(0)
+            elif step.kind == "bn":
+                windows = windows.mul_(self._bn_scale(step).view(1, -1, 1, 1))
+            elif step.kind == "conv":
+                windows = filter_transposed(windows, step, self)
+                origin = origin * _tensor(step.stride, origin) - _tensor(step.padding, origin)
+                windows, origin = fit_to_map(windows, origin, step.in_hw)
+            elif step.kind == "pool":
+                windows, origin = unpool(windows, origin, image_index, step,
+                                         workspace=self._buffer("unpool " + step.name, windows))
+        return windows, origin
+
+    def _buffer(self, name: str, like: torch.Tensor):
+        """``shape -> tensor``: reusable memory named ``name``, of ``like``'s dtype and device."""
+        dtype, device = like.dtype, like.device
+        return lambda shape: self.workspace(name, shape, dtype, device)
+
+    def _bn_scale(self, step: Step) -> torch.Tensor:
+        if step.name not in self._bn_scales:
+            bn = step.module
+            scale = torch.rsqrt(bn.running_var.detach() + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight.detach()
+            self._bn_scales[step.name] = scale.to(self.activations.dtype)
+        return self._bn_scales[step.name]
+
+
+def _tensor(pair, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(pair, dtype=like.dtype, device=like.device)
+
+
+def filter_transposed(windows: torch.Tensor, step: Step, chain: "Chain | None" = None) -> torch.Tensor:
+    """Filter ``(B, C_out, h, w)`` windows with the transposed weights of a convolution step.
+
+    Returns the ``(B, C_in, (h - 1) * stride + span, ...)`` input window (no padding is cut: the
+    caller tracks the window's corner). On the CPU a matrix product followed by ``fold`` (col2im)
+    is used where it is faster (:func:`use_fold`); it is the same sum as ``conv_transpose2d``.
+    """
+    conv = step.module
+    weight = conv.weight.detach().to(windows.dtype)
+    if use_fold(step, windows.device):
+        return _filter_transposed_fold(windows, weight, step, chain)
+    return F.conv_transpose2d(windows, weight, None, step.stride, 0, 0, conv.groups, step.dilation)
+
+
+def use_fold(step: Step, device: torch.device) -> bool:
+    """Whether the matrix product + ``fold`` form is used for a convolution step: on the CPU, for an
+    ungrouped convolution with few input channels (the first layer, 3 -> 96: its transpose has 3
+    output channels, where ``conv_transpose2d`` was measured 2x slower); ``conv_transpose2d``
+    everywhere else."""
+    conv = step.module
+    return device.type == "cpu" and conv.groups == 1 and conv.in_channels < 16
+
+
+def _filter_transposed_fold(windows: torch.Tensor, weight: torch.Tensor, step: Step, chain=None) -> torch.Tensor:
+    b, c_out, h, w = windows.shape
+    c_in, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
+    matrix = weight.reshape(c_out, c_in * kh * kw).t()
+    if chain is None:
+        cols = torch.matmul(matrix, windows.reshape(b, c_out, h * w))
+    else:
+        cols = torch.matmul(matrix, windows.reshape(b, c_out, h * w),
+                            out=chain.workspace("cols " + step.name, (b, c_in * kh * kw, h * w), windows.dtype,
+                                                windows.device))
+    return F.fold(cols, step.window_below((h, w)), (kh, kw), dilation=step.dilation, stride=step.stride)
+
+
+def fit_to_map(windows: torch.Tensor, origin: torch.Tensor, hw: tuple[int, int]):
+    """Cut ``(B, C, h, w)`` windows at ``(B, 2)`` corners to a map of size ``hw``.
+
+    The part that every window has outside the map is sliced off (the corners move); what some
+    windows still have outside is set to zero in place. Windows cut alike (neighbours in
+    :meth:`Chain.crop_plan` order) lose most of their outside part to the slicing.
+    """
+    b, _, h, w = windows.shape
+    size = torch.tensor([h, w], dtype=origin.dtype, device=origin.device)
+    limit = torch.tensor(hw, dtype=origin.dtype, device=origin.device)
+    before = (-origin).clamp_min(0)
+    after = (origin + size - limit).clamp_min(0)
+    cuts = torch.cat([before, after], dim=1)
+    low, high = cuts.amin(dim=0).tolist(), cuts.amax(dim=0).tolist()
+    if any(low):  # the common part: slice it off
+        top, left, bottom, right = low
+        windows = windows[:, :, top:max(top, h - bottom), left:max(left, w - right)]
+        origin = origin + torch.tensor([top, left], dtype=origin.dtype, device=origin.device)
+        h, w = windows.shape[-2:]
+    if low == high:
+        return windows, origin
+    rows = origin[:, 0:1] + torch.arange(h, device=origin.device)
+    cols = origin[:, 1:2] + torch.arange(w, device=origin.device)
+    keep = ((rows >= 0) & (rows < hw[0])).view(b, 1, h, 1) & ((cols >= 0) & (cols < hw[1])).view(b, 1, 1, w)
+    return windows.mul_(keep.to(windows.dtype)), origin
+
+
+def gather_windows(table: torch.Tensor, image_index: torch.Tensor, origin: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``table[n, :, y:y + h, x:x + w]`` for each window: ``(B, C, h, w)`` from an ``(N, C, H, W)``
+    table, in one indexing operation (on a strided view of all windows); positions outside the
+    table read 0.
+
+    One operation rather than one copy per window: with several threads, every small operation
+    pays a thread barrier, and on a busy machine those barriers cost more than the copies.
+    """
+    rows_max, cols_max = table.shape[-2], table.shape[-1]
+    lo = origin.amin(dim=0).tolist()
+    hi = origin.amax(dim=0).tolist()
+    top, left = max(0, -lo[0]), max(0, -lo[1])
+    bottom, right = max(0, hi[0] + h - rows_max), max(0, hi[1] + w - cols_max)
+    if top or left or bottom or right:
+        table = F.pad(table, (left, right, top, bottom))
+    views = table.unfold(2, h, 1).unfold(3, w, 1)             # N x C x (H-h+1) x (W-w+1) x h x w
+    dev = table.device
+    return views[image_index.to(dev), :, (origin[:, 0] + top).to(dev), (origin[:, 1] + left).to(dev)]
+
+
+def unpool(windows: torch.Tensor, origin: torch.Tensor, image_index: torch.Tensor, step: Step, workspace=None):
+    """Unpool windows through a max-pool step with its switches.
+
+    Each value of a ``(B, C, h, w)`` window on the pool's output goes to the input position its
+    switch recorded; values landing on one position (overlapping pools) are summed, as the
+    gradient of max pooling does (``F.max_unpool2d`` would overwrite them instead). The window
+    below is ``(h - 1) * stride + span`` high and wide, less what every window of the batch has
+    outside the pool's input map (nothing lands there).
+
+    Args:
+        windows (Tensor): ``(B, C, h, w)``, zero outside the pool's output map.
+        origin (Tensor): ``(B, 2)`` int64 corners on the pool's output map.
+        image_index (Tensor): ``(B,)`` int64 image of each window.
+        step (Step): the pool step (with its switches).
+        workspace (callable | None): ``workspace(shape)`` gives reusable memory for the result.
+
+    Returns:
+        tuple[Tensor, Tensor]: the ``(B, C, H', W')`` window on the pool's input and its corner.
+    """
+    b, c, h, w = windows.shape
+    big_h, big_w = step.window_below((h, w))
+    dev = windows.device
+    corner = origin * _tensor(step.stride, origin) - _tensor(step.padding, origin)
+    limit = _tensor(step.in_hw, corner)
+    before = (-corner).clamp_min(0).amin(dim=0).tolist()                       # cut by every window
+    after = (corner + _tensor((big_h, big_w), corner) - limit).clamp_min(0).amin(dim=0).tolist()
+    out_h, out_w = max(0, big_h - before[0] - after[0]), max(0, big_w - before[1] - after[1])
+    # the input map positions of the switches, relative to each window's corner below, in int32
+    first = corner + torch.tensor(before, dtype=corner.dtype, device=dev)
+    rows, cols = step.switch_yx
+    index = gather_windows(rows, image_index, origin, h, w).sub_(first[:, 0].to(torch.int32).view(b, 1, 1, 1))
+    index.mul_(out_w).add_(gather_windows(cols, image_index, origin, h, w))
+    index.sub_(first[:, 1].to(torch.int32).view(b, 1, 1, 1))
+    ho, wo = step.out_hw
+    if bool((origin.amin(dim=0) < 0).any() | (origin[:, 0].amax() + h > ho) | (origin[:, 1].amax() + w > wo)):
+        index.clamp_(0, max(out_h * out_w - 1, 0))  # off-map positions hold zeros: any place will do
+    index = index.to(torch.int64)
+    shape = (b, c, out_h * out_w)
+    out = windows.new_zeros(shape) if workspace is None else workspace(shape).zero_()
+    out.scatter_add_(2, index.view(b, c, h * w), windows.reshape(b, c, h * w))
+    return out.view(b, c, out_h, out_w), first
+
+
+# --------------------------------------------------------------------------------------------------
+# tracing
+# --------------------------------------------------------------------------------------------------
+class _Stop(Exception):
+    """Raised once the chosen layer has produced its output."""
+
+
+class _Between(TorchFunctionMode):
+    """Notes any tensor computation that happens between the leaf modules (outside all of them)."""
+
+    def __init__(self, state: dict):
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.state["depth"] == 0 and not self.state["done"]:
+            name = getattr(func, "__name__", "")
+            if isinstance(out, torch.Tensor) or name.endswith("_"):
+                self.state["broken"] = True
+                raise _Stop  # not a chain: no need to run further
+        return out
+
+
+def _supported(module: nn.Module) -> bool:
+    kind = _KINDS.get(type(module))
+    if kind is None:
+        return False
+    if kind == "conv":
+        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    if kind == "pool":
+        return not module.return_indices
+    if kind == "bn":
+        return module.running_var is not None and not module.training
+    if kind == "pass" and isinstance(module, nn.Dropout):
+        return not module.training
+    return True
+
+
+def _switches(inp: torch.Tensor, pool: nn.MaxPool2d) -> tuple[torch.Tensor, torch.Tensor]:
+    kernel, dilation = _pair(pool.kernel_size), _pair(pool.dilation)
+    stride = _pair(pool.stride if pool.stride not in (None, ()) else pool.kernel_size)
+    padding = _pair(pool.padding)
+    _, index = F.max_pool2d(inp, kernel, stride, padding, dilation, ceil_mode=pool.ceil_mode,
+                            return_indices=True)
+    width = inp.shape[-1]
+    return (index // width).to(torch.int32), (index % width).to(torch.int32)
+
+
+def _make_step(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> Step:
+    kind = _KINDS[type(module)]
+    step = Step(name, kind, module, tuple(inp.shape[-2:]), tuple(out.shape[-2:]))
+    if kind == "conv":
+        step.kernel, step.stride = _pair(module.kernel_size), _pair(module.stride)
+        step.padding, step.dilation = _pair(module.padding), _pair(module.dilation)
+    elif kind == "pool":
+        step.kernel, step.dilation = _pair(module.kernel_size), _pair(module.dilation)
+        step.stride = _pair(module.stride if module.stride not in (None, ()) else module.kernel_size)
+        step.padding = _pair(module.padding)
+        step.switch_yx = _switches(inp, module)
+    return step
+
+
+def trace_chain(model: nn.Module, x: torch.Tensor, target: nn.Module) -> Chain | None:
+    """Run ``model(x)`` up to ``target`` and return the :class:`Chain` that led there, or ``None``.
+
+    ``None`` (use the generic path) unless every leaf module that ran before ``target``'s output is
+    one of the supported kinds, each takes the previous one's output as its only input (the first
+    takes ``x`` itself), no tensor is computed between them (no ``F.relu``, residual sum or
+    reshaping outside modules), and ``target``'s output is the last one's output. Runs under
+    ``torch.no_grad()``; the model must be in eval mode. Max-pool switches are recorded on the way.
+    """
+    leaves = [(n, m) for n, m in model.named_modules() if n and next(m.children(), None) is None]
+    steps: list[Step] = []
+    state = {"depth": 0, "broken": False, "done": False, "last": None, "out": None}
+
+    def enter(module, args):
+        state["depth"] += 1
+
+    def make_leave(name):
+        def leave(module, args, output):
+            try:
+                if state["done"] or state["broken"]:
+                    return
+                inp = args[0] if len(args) == 1 else None
+                expected = x if state["last"] is None else state["last"]
+                if (inp is not expected or not _supported(module) or not isinstance(output, torch.Tensor)
+                        or output.dim() != 4):
+                    state["broken"] = True
+                    raise _Stop  # not a chain: no need to run further
+                steps.append(_make_step(name, module, inp, output))
+                state["last"] = output
+            finally:
+                state["depth"] -= 1
+        return leave
+
+    def stop(module, args, output):
+        state["out"] = output
+        state["done"] = True
+        raise _Stop
+
+    handles = []
+    try:
+        for name, module in leaves:
+            handles.append(module.register_forward_pre_hook(enter))
+            handles.append(module.register_forward_hook(make_leave(name)))
+        handles.append(target.register_forward_hook(stop))
+        with torch.no_grad(), _Between(state):
+            try:
+                model(x)
+            except _Stop:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    out = state["out"]
+    if state["broken"] or not steps or out is None or out is not state["last"]:
+        return None
+    return Chain(steps, out.detach(), tuple(x.shape[-2:]))
+
+
+__all__ = ["Chain", "Step", "trace_chain", "unpool", "filter_transposed", "fit_to_map", "gather_windows"]

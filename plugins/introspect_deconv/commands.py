@@ -1,0 +1,183 @@
+"""The ``introspect deconv`` and ``introspect top`` commands."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from introspect.cli import emit, model_options, note, open_images, open_model, output_options
+from introspect.errors import IntrospectError
+
+from introspect_deconv.deconvnet import METHODS, MODES
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def parse_channels(values) -> list[int] | None:
+    """``("0-3,17", "42")`` -> ``[0, 1, 2, 3, 17, 42]``; nothing given -> None."""
+    found: list[int] = []
+    for value in values or ():
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "-" in part:
+                    lo, hi = (int(v) for v in part.split("-", 1))
+                    if hi < lo:
+                        raise ValueError
+                    found.extend(range(lo, hi + 1))
+                else:
+                    found.append(int(part))
+            except ValueError:
+                raise IntrospectError(
+                    f"cannot read channel {part!r}; use numbers and ranges such as 0-15,42"
+                ) from None
+    return sorted(set(found)) if found else None
+
+
+class _Bars:
+    """Progress bars on stderr, one per phase of a long command."""
+
+    LABELS = {"mine": "mining", "project": "projecting"}
+
+    def __init__(self, layer: str):
+        self.layer = layer
+        self.bar = None
+        self.phase = None
+        self.done = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase, self.done = phase, 0
+            self.bar = click.progressbar(length=total, label=f"{self.LABELS.get(phase, phase)} {self.layer}",
+                                         file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@click.command("deconv")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--layer", "layers", multiple=True, metavar="NAME",
+              help="Layer to project, by name or alias (conv5, features.12); repeatable. "
+                   "Default: the last convolutional layer.")
+@click.option("--channel", "channels", multiple=True, type=click.IntRange(min=0), metavar="C",
+              help="Feature map to project (repeatable). Default: the --top-maps strongest maps of each image.")
+@click.option("--top-maps", type=click.IntRange(min=1), default=9, show_default=True,
+              help="How many of the most strongly activated maps to project when no --channel is given.")
+@click.option("--mode", type=click.Choice(MODES), default="max", show_default=True,
+              help="max: keep only the strongest activation of each map (the paper's default); "
+                   "map: project the whole feature map.")
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+              help="auto: the fast windowed deconvnet for plain conv/pool chains, autograd otherwise.")
+@model_options
+@output_options("introspect-out/deconv")
+def deconv_command(model, images, layers, channels, top_maps, mode, method, arch, device, trust_pickle,
+                   out, as_json):
+    """Project feature maps of MODEL for each IMAGE back to pixel space (deconvnet, Zeiler & Fergus
+    Sec. 2.1).
+
+    MODEL and IMAGE may be left out: the bundled ZFNet and a bundled image are used (with --arch and
+    no model file, the first argument may be an image). Writes <layer>.png (each projection beside
+    its receptive-field patch), <layer>.npy (N x C x H x W float32 projections), result.json (layer,
+    channel, position, activation and box of each projection) and input.npy (the exact preprocessed
+    input) into --out. Contrast normalization is passed through on the way down; BatchNorm is
+    applied as its transpose.
+    """
+    from introspect import render
+    from introspect.core.layers import last_conv_layer
+    from introspect.core import resolve_layer
+    from introspect_deconv.figures import save_projections
+    from introspect_deconv.project import project
+
+    if arch is not None and model is not None and model.suffix.lower() in _IMAGE_SUFFIXES:
+        model, images = None, (model, *images)  # `deconv --arch vgg11 cat.jpg`: no model file
+    net = open_model(model, arch, device, trust_pickle)
+    x, paths = open_images(net, images)
+    names, seen = [], set()
+    for layer in layers or (last_conv_layer(net),):
+        canonical, _ = resolve_layer(net, layer)
+        if canonical not in seen:
+            seen.add(canonical)
+            names.append(canonical)
+    results = []
+    with render.OutputDir(out) as od:
+        with click.progressbar(names, label="projecting", file=sys.stderr) as bar:
+            for name in bar:
+                result = project(net, x, name, channels=list(channels) or None, mode=mode,
+                                 top_maps=top_maps, method=method)
+                result.image_names = [str(p) for p in paths]
+                results.append(result)
+        files = save_projections(results, out, od)
+    doc = {"out": str(out), "files": files, "layers": [r.to_dict() for r in results]}
+    lines = []
+    for r in results:
+        for row in r.to_dict()["projections"]:
+            lines.append(f"{r.name} ch {row['channel']:<4} act {row['activation']:<10.4g} image {row['image']} "
+                         f"at {tuple(row['position'])} box {tuple(row['box'])}")
+    lines.append(f"wrote {', '.join(files)} to {out}")
+    emit(doc, as_json, "\n".join(lines))
+
+
+@click.command("top")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--layer", default=None, metavar="NAME",
+              help="Layer to mine, by name or alias (conv5). Default: the last convolutional layer.")
+@click.option("--k", "k", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Images kept per feature map (each image at most once per map).")
+@click.option("--channels", "channels", multiple=True, metavar="LIST",
+              help="Feature maps to mine: numbers and ranges such as 0-15,42 (repeatable). Default: all.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes reading and preprocessing images in parallel.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use only the first N images of the folder (sorted order).")
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+              help="auto: the fast windowed deconvnet for plain conv/pool chains, autograd otherwise.")
+@model_options
+@output_options("introspect-out/top")
+def top_command(model, data_dir, layer, k, channels, batch_size, workers, limit, method, arch, device,
+                trust_pickle, out, as_json):
+    """Find the top-k images of each feature map over DATA_DIR and project them (the paper's Fig. 2).
+
+    DATA_DIR is a folder of images, flat or one subfolder per class. The folder is streamed once
+    (memory does not grow with its size); then the winners are projected. Writes overview.png,
+    channels/chNNN.png (projections beside image patches, per map), top.json, top.npy (projections,
+    maps x k x C x h x w) and input.npy (the preprocessed input in the same windows). Stopping it
+    (Ctrl-C) writes nothing.
+    """
+    from introspect import render
+    from introspect.core import resolve_layer
+    from introspect.core.layers import last_conv_layer
+    from introspect.images import ImageFolderDataset, Preprocess
+    from introspect.models import meta_of
+    from introspect_deconv.project import display_name
+    from introspect_deconv.top import top_k
+
+    net = open_model(model, arch, device, trust_pickle)
+    data = ImageFolderDataset(data_dir, Preprocess.from_meta(meta_of(net)))
+    name, _ = resolve_layer(net, layer if layer is not None else last_conv_layer(net))
+    bars = _Bars(display_name(net, name))
+    with render.OutputDir(out) as od:  # checked before the long work; nothing written if stopped
+        try:
+            result = top_k(net, data, name, k, channels=parse_channels(channels), batch_size=batch_size,
+                           workers=workers, method=method, limit=limit, progress=bars)
+        finally:
+            bars.close()
+        note(f"writing {len(result.channels)} figures to {out}")
+        files = result.save(out, od)
+    doc = result.to_dict()
+    doc["out"] = str(out)
+    emit(doc, as_json, f"{result.name}: top-{k} of {len(result.channels)} maps over {result.images_seen} images; "
+                       f"wrote {len(files)} files to {out}")

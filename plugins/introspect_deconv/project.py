@@ -1,0 +1,260 @@
+"""``project``: deconvnet projections of feature maps of one layer, for a batch of images."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field as dc_field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from introspect.core import resolve_layer
+from introspect.core.layers import Field, alias_of, last_conv_layer
+from introspect.errors import IntrospectError
+from introspect.models import meta_of
+
+from introspect_deconv.deconvnet import MODES, Deconvnet, Frame, layer_field, strongest
+
+
+def display_name(model: nn.Module, canonical: str) -> str:
+    """The paper's alias of a layer when the model has one (``conv5``), else its module name."""
+    return alias_of(model, canonical) or canonical
+
+
+def file_stem(name: str) -> str:
+    """``name`` made safe as a file name (``layer4.1.conv2`` stays, ``a/b`` becomes ``a_b``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
+
+
+def as_batch(images, model: nn.Module) -> torch.Tensor:
+    """``images`` as an ``(N, C, H, W)`` float tensor on the model's device (a ``(C, H, W)`` image too)."""
+    if not isinstance(images, torch.Tensor):
+        raise IntrospectError(
+            f"images must be a tensor (N x C x H x W), got {type(images).__name__}; "
+            "load them with introspect.load_image"
+        )
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise IntrospectError(
+            f"images must have shape N x C x H x W with N >= 1, got {tuple(images.shape)}; "
+            "pass a batch of images"
+        )
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else images.device
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return images.detach().to(device, dtype)
+
+
+def receptive_boxes(field: Field, position: torch.Tensor, image_hw) -> torch.Tensor:
+    """``(P, 4)`` int64 boxes ``(y0, x0, y1, x1)``, clipped to the image, of units at ``(P, 2)`` positions."""
+    boxes = [field.receptive_box(int(y), int(x), tuple(image_hw)) for y, x in position.tolist()]
+    return torch.tensor(boxes, dtype=torch.int64).view(-1, 4)
+
+
+def _map_box(field: Field, activation_map: torch.Tensor, image_hw) -> list[int]:
+    """The union of the receptive boxes of the positive units of one map (empty: ``[0, 0, 0, 0]``)."""
+    if activation_map.dim() == 0:
+        return [0, 0, image_hw[0], image_hw[1]] if activation_map > 0 else [0, 0, 0, 0]
+    ys, xs = torch.nonzero(activation_map > 0, as_tuple=True)
+    if len(ys) == 0:
+        return [0, 0, 0, 0]
+    a = field.receptive_box(int(ys.min()), int(xs.min()), tuple(image_hw))
+    b = field.receptive_box(int(ys.max()), int(xs.max()), tuple(image_hw))
+    return [a[0], a[1], b[2], b[3]]
+
+
+def _channels_arg(channels, n_maps: int, name: str) -> list[int] | None:
+    if channels is None:
+        return None
+    if isinstance(channels, int):
+        channels = [channels]
+    channels = [int(c) for c in channels]
+    if not channels:
+        raise IntrospectError("channels is empty; pass None for the strongest maps or at least one channel")
+    bad = [c for c in channels if not 0 <= c < n_maps]
+    if bad:
+        raise IntrospectError(
+            f"channel {bad[0]} does not exist in layer {name!r}, which has {n_maps} feature maps; use 0..{n_maps - 1}"
+        )
+    return channels
+
+
+@dataclass
+class Projection:
+    """Deconvnet projections of activations of one layer (Zeiler & Fergus 2014, Sec. 2.1).
+
+    ``P`` projections, ordered by image and then by rank (strongest map first). All tensors are on
+    the CPU.
+
+    Attributes:
+        layer (str): canonical module name (``"features.12"``).
+        name (str): the paper's alias when there is one (``"conv5"``), else ``layer``.
+        mode (str): ``"max"`` (only the strongest activation of each map was kept) or ``"map"`` (the
+            whole map was projected).
+        method (str): ``"chain"`` (the fast windowed path) or ``"autograd"``.
+        projections (Tensor): ``(P, C_in, H, W)`` float32, in input pixel space; zero outside the
+            receptive field in mode ``"max"``.
+        image_index (Tensor): ``(P,)`` int64, the image of the batch.
+        channel (Tensor): ``(P,)`` int64, the feature map.
+        position (Tensor): ``(P, 2)`` int64, ``(y, x)`` of the map's strongest activation.
+        activation (Tensor): ``(P,)`` float32, its value.
+        boxes (Tensor): ``(P, 4)`` int64 ``(y0, x0, y1, x1)`` (end-exclusive, clipped to the image):
+            the receptive field of that unit (``"max"``), or of all positive units of the map
+            (``"map"``; ``[0, 0, 0, 0]`` when none is positive).
+        inputs (Tensor): ``(N, C_in, H, W)`` the exact (preprocessed) input.
+        field (Field): the layer's receptive field at this input size.
+        mean, std (tuple[float, ...]): the input normalization, to show image patches.
+        image_names (list[str] | None): a name per image (file names in the CLI).
+    """
+
+    layer: str
+    name: str
+    mode: str
+    method: str
+    projections: torch.Tensor
+    image_index: torch.Tensor
+    channel: torch.Tensor
+    position: torch.Tensor
+    activation: torch.Tensor
+    boxes: torch.Tensor
+    inputs: torch.Tensor
+    field: Field
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+    image_names: list[str] | None = dc_field(default=None)
+
+    def __len__(self) -> int:
+        return int(self.projections.shape[0])
+
+    def to_dict(self) -> dict:
+        """JSON-ready metadata: layer, mode, field, and per projection image, channel, position,
+        activation and box (the arrays themselves are not included)."""
+        rows = []
+        for i in range(len(self)):
+            n = int(self.image_index[i])
+            row = {"index": i, "image": n, "channel": int(self.channel[i]),
+                   "position": self.position[i].tolist(), "activation": float(self.activation[i]),
+                   "box": self.boxes[i].tolist()}
+            if self.image_names is not None:
+                row["image_name"] = self.image_names[n]
+            rows.append(row)
+        return {
+            "layer": self.layer, "name": self.name, "mode": self.mode, "method": self.method,
+            "input_size": list(self.inputs.shape[1:]),
+            "field": {"size": list(self.field.size), "stride": list(self.field.jump),
+                      "lo": list(self.field.lo), "global": self.field.is_global},
+            "array": f"{file_stem(self.name)}.npy", "array_shape": list(self.projections.shape),
+            "projections": rows,
+        }
+
+    def figure(self, ncols: int = 3):
+        """A PNG-ready ``(H, W, 3)`` uint8 grid: each projection (cropped to its box, grey = 0)
+        beside the matching image patch, labelled ``"conv5 ch 17 act 12.3"``."""
+        from introspect_deconv.figures import projection_figure
+
+        return projection_figure(self, ncols=ncols)
+
+    def save(self, out: str | os.PathLike):
+        """Write ``<name>.npy``, ``<name>.png``, ``result.json`` and ``input.npy`` into folder ``out``
+        (all or nothing). Returns the written paths."""
+        from introspect_deconv.figures import save_projections
+
+        return save_projections([self], out)
+
+
+def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | None = None,
+            channels: int | Sequence[int] | None = None, mode: str = "max", *, top_maps: int = 9,
+            method: str = "auto", batch_size: int = 16) -> Projection:
+    """Project feature maps of ``layer`` back to pixel space with a deconvnet.
+
+    For each image and chosen feature map, every other activation of the layer is set to zero and
+    the kept ones are mapped down through the layers below: unpooling with the max-pool switches
+    recorded on the way up, rectifying (``relu``) the reconstruction, filtering with the transposed
+    filters (Zeiler & Fergus 2014, Sec. 2.1, Fig. 1). Contrast normalization (LRN) is passed
+    through on the way down; BatchNorm is applied as its transpose (a per-channel scale). Every
+    image of the batch gets its own projections.
+
+    Args:
+        model (nn.Module): any convnet (ZFNet, AlexNet, VGG, ResNet, your own). It runs in eval mode
+            for the call; every module's training flag is restored afterwards.
+        images (Tensor): ``(N, C, H, W)`` (or ``(C, H, W)``) preprocessed images.
+        layer (str | nn.Module | None): layer name, alias (``"conv5"``) or module; default the last
+            ``Conv2d`` layer.
+        channels (int | sequence of int | None): the feature maps to project, the same for every
+            image. Default ``None``: for each image, its ``top_maps`` maps with the strongest
+            activation (ties: lower channel first).
+        mode (str): ``"max"`` (default, the paper's): keep only the strongest activation of each map;
+            ``"map"``: project the whole map (its positive part).
+        top_maps (int): how many maps per image when ``channels`` is None (default 9).
+        method (str): ``"auto"`` (default): the fast windowed path for chains of
+            Conv2d/ReLU/MaxPool2d/LRN/BatchNorm2d/Dropout modules, autograd otherwise;
+            ``"chain"`` or ``"autograd"`` to force one (both give the same numbers).
+        batch_size (int): images per forward pass (default 16).
+
+    Returns:
+        Projection: ``P = N * K`` projections ``(P, C, H, W)`` with their image, channel, position,
+        activation and receptive-field box; ``K`` is ``len(channels)`` or ``top_maps``.
+
+    Example:
+        >>> model = introspect.zfnet().eval()                    # or introspect.load_model("zf.pt")
+        >>> x = torch.randn(2, 3, 224, 224)                      # or introspect.load_image(path, model)
+        >>> result = introspect.project(model, x, "conv5")       # the 9 strongest conv5 maps per image
+        >>> result.projections.shape, result.image_index.tolist()
+        (torch.Size([18, 3, 224, 224]), [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+        >>> result.save("out/")     # conv5.npy, conv5.png, result.json, input.npy
+    """
+    if mode not in MODES:
+        raise IntrospectError(f"unknown mode {mode!r}; use 'max' (strongest activation) or 'map' (whole map)")
+    if isinstance(top_maps, bool) or not isinstance(top_maps, int) or top_maps < 1:
+        raise IntrospectError(f"top_maps must be a positive integer, got {top_maps!r}; e.g. 9")
+    if batch_size < 1:
+        raise IntrospectError(f"batch_size must be at least 1, got {batch_size}")
+    x = as_batch(images, model)
+    name, _ = resolve_layer(model, layer if layer is not None else last_conv_layer(model))
+    image_hw = tuple(x.shape[-2:])
+    field = layer_field(model, name, tuple(x.shape[1:]))
+    whole_image = Frame.of(field, image_hw, "map")  # projections are returned on the whole input
+    parts = {k: [] for k in ("proj", "img", "ch", "pos", "act", "box")}
+    used_method = None
+    for first in range(0, x.shape[0], batch_size):
+        net = Deconvnet(model, x[first:first + batch_size], name, method)
+        used_method = net.method
+        values, positions = strongest(net.activations)
+        n, n_maps = values.shape
+        chosen = _channels_arg(channels, n_maps, display_name(model, name))
+        if chosen is None:
+            strength = values.float().cpu().nan_to_num(float("-inf"))
+            order = torch.sort(strength, dim=1, descending=True, stable=True)
+            ch = order.indices[:, :min(top_maps, n_maps)]
+        else:
+            ch = torch.tensor(chosen, dtype=torch.int64).expand(n, -1)
+        k = ch.shape[1]
+        img = torch.arange(n).repeat_interleave(k)
+        ch = ch.reshape(-1)
+        pos = positions.cpu()[img, ch]
+        dense, _ = net.windows(img, ch, whole_image, mode=mode, position=pos)
+        parts["proj"].append(dense)
+        parts["img"].append(img + first)
+        parts["ch"].append(ch)
+        parts["pos"].append(pos)
+        parts["act"].append(values.float().cpu()[img, ch])
+        if mode == "max":
+            parts["box"].append(receptive_boxes(field, pos, image_hw))
+        else:
+            maps = net.activations.float().cpu()
+            parts["box"].append(torch.tensor([_map_box(field, maps[i, c], image_hw)
+                                              for i, c in zip(img.tolist(), ch.tolist())],
+                                             dtype=torch.int64).view(-1, 4))
+    meta = meta_of(model)
+    return Projection(
+        layer=name, name=display_name(model, name), mode=mode, method=used_method,
+        projections=torch.cat(parts["proj"]), image_index=torch.cat(parts["img"]),
+        channel=torch.cat(parts["ch"]), position=torch.cat(parts["pos"]),
+        activation=torch.cat(parts["act"]), boxes=torch.cat(parts["box"]),
+        inputs=x.detach().float().cpu(), field=field, mean=tuple(meta.mean), std=tuple(meta.std),
+    )
+
+
+__all__ = ["Projection", "project", "display_name", "file_stem", "as_batch", "receptive_boxes"]
