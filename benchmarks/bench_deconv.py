@@ -5,9 +5,10 @@ faster than a loop of captum ``NeuronDeconvolution`` calls giving the same resul
 
 What is timed, side by side in one run, on the same winners:
 
-* **introspect (chain)** -- the projection phase of ``top_k``: one forward pass of the winning images
-  recording the max-pool switches, then the windowed deconvnet walk (each projection computed only
-  over its receptive field), plus cutting the image patches;
+* **introspect (chain)** -- the projection phase of ``top_k`` without cutting the image patches: one
+  forward pass of the winning images recording the max-pool switches, then the windowed deconvnet
+  walk (each projection computed only over its receptive field), the 2,304 projections written into
+  a (2304, 3, 139, 139) tensor;
 * **introspect (autograd)** -- the generic path: the same forward under the ``deconvnet`` rule and
   batched backward passes (``is_grads_batched``), cropped to the receptive field
   (timed on the top-9 of ``--autograd-maps`` maps and scaled to 2,304: it is slow);
@@ -112,7 +113,7 @@ def main() -> None:
                                    boxes=ranking.boxes[:maps], origins=ranking.origins[:maps])
         sync()
         start = time.perf_counter()
-        _project_winners(model, images.to(device), part, frame, shape, args.batch_size, method, None)
+        _project_winners(model, images.to(device), part, frame, shape, args.batch_size, method, None, patches=False)
         sync()
         return time.perf_counter() - start, part.projections
 

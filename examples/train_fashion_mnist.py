@@ -94,17 +94,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/zfnet-fashion-mnist"), help="training output folder")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--install", action="store_true", help="replace the bundled checkpoint and test images")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="skip training: evaluate (and --install) this checkpoint")
     args = parser.parse_args()
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    began = time.perf_counter()
-    command = [sys.executable, "-m", "introspect.cli", "train", str(args.data), *TRAIN_ARGS,
-               "--out", str(args.out), "--device", args.device]
-    print("$ introspect train " + " ".join(command[4:]), flush=True)
-    subprocess.run(command, check=True)
-    print(f"training took {time.perf_counter() - began:.0f}s")
-
-    checkpoint = args.out / f"epoch_{EPOCHS:03d}.pt"
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        began = time.perf_counter()
+        command = [sys.executable, "-m", "introspect.cli", "train", str(args.data), *TRAIN_ARGS,
+                   "--out", str(args.out), "--device", args.device]
+        print("$ introspect train " + " ".join(command[4:]), flush=True)
+        subprocess.run(command, check=True)
+        print(f"training took {time.perf_counter() - began:.0f}s")
+        checkpoint = args.out / f"epoch_{EPOCHS:03d}.pt"
     accuracy, predicted, test, meta = evaluate_like_the_commands(checkpoint, args.data, args.out / "data")
     print(f"test accuracy (10,000 images, preprocessed as the commands do): {accuracy:.4f}")
     if args.install:

@@ -9,7 +9,6 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import introspect.cli as cli_module
 from introspect.cli import build_cli
 from introspect.images import Preprocess, load_image
 from introspect.models import load_model, save_checkpoint, zfnet
@@ -89,20 +88,19 @@ def test_deconv_options(files, tmp_path):
     assert result.exit_code == 0 and np.load(out / "conv5.npy").shape == (2, 3, 96, 96)
 
 
-def test_deconv_without_model_and_image_uses_the_bundled_ones(files, tmp_path, monkeypatch):
-    import introspect.models.load as load_module
+def test_deconv_without_model_and_image_uses_the_bundled_ones(files, tmp_path):
+    from introspect.cli import bundled_image
+    from introspect.models.load import bundled_checkpoint
 
-    bundled_images = tmp_path / "images"
-    bundled_images.mkdir()
-    Image.open(files["images"][1]).save(bundled_images / "bundled.png")
-    monkeypatch.setattr(load_module, "bundled_checkpoint", lambda: files["model"])
-    monkeypatch.setattr(cli_module, "bundled_image_dir", lambda: bundled_images)
     out = tmp_path / "d"
-    result = run(["deconv", "--out", out, "--top-maps", "3"])
+    result = run(["deconv", "--out", out, "--top-maps", "3", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "bundled" in result.stderr
+    assert bundled_checkpoint().name in result.stderr and bundled_image().name in result.stderr
     doc = json.loads((out / "result.json").read_text())
-    assert doc["images"][0].endswith("bundled.png") and len(doc["layers"][0]["projections"]) == 3
+    assert doc["images"][0].endswith(bundled_image().name) and len(doc["layers"][0]["projections"]) == 3
+    model = load_model(None)
+    assert np.load(out / "conv5.npy").shape == (3, *model.introspect_meta.input_size)
+    # with --arch and no model file, the first argument may be the image
     result = run(["deconv", "--arch", "vgg11", files["images"][0], "--layer", "features.3", "--top-maps", "1",
                   "--out", tmp_path / "v"])
     assert result.exit_code == 0, result.output

@@ -368,8 +368,10 @@ def _switches(inp: torch.Tensor, pool: nn.MaxPool2d) -> tuple[torch.Tensor, torc
     padding = _pair(pool.padding)
     _, index = F.max_pool2d(inp, kernel, stride, padding, dilation, ceil_mode=pool.ceil_mode,
                             return_indices=True)
+    index = index.to(torch.int32)  # (int32 division is the faster one)
     width = inp.shape[-1]
-    return (index // width).to(torch.int32), (index % width).to(torch.int32)
+    rows = torch.div(index, width, rounding_mode="floor")
+    return rows, index - rows * width
 
 
 def _make_step(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> Step:

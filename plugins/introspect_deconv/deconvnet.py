@@ -29,7 +29,7 @@ from introspect_deconv.chain import Chain, gather_windows, trace_chain
 MODES = ("max", "map")
 METHODS = ("auto", "chain", "autograd")
 #: Memory for the windows of one walk of the fast path, in bytes.
-CHAIN_BUDGET = 512 * 2**20
+CHAIN_BUDGET = 256 * 2**20
 #: Projections per batched backward pass of the generic path.
 AUTOGRAD_BATCH = 16
 

@@ -357,15 +357,16 @@ def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: in
 
 
 def _project_winners(model, dataset, result: TopK, frame: Frame, shape, batch_size: int, method: str,
-                     progress: Progress | None) -> None:
-    """Fill ``result.projections`` and ``result.patches``: the winners' images in batches, one
-    forward pass and one deconvnet walk per batch."""
+                     progress: Progress | None, patches: bool = True) -> None:
+    """Fill ``result.projections`` (and ``result.patches`` unless ``patches`` is False): the
+    winners' images in batches, one forward pass and one deconvnet walk per batch."""
     m, k = result.image_index.shape
     c_in = shape[0]
     result.projections = torch.zeros(m, k, c_in, *frame.size)
-    result.patches = torch.zeros(m, k, c_in, *frame.size)
     projections = result.projections.view(m * k, c_in, *frame.size)
-    patches = result.patches.view(m * k, c_in, *frame.size)
+    if patches:
+        result.patches = torch.zeros(m, k, c_in, *frame.size)
+        patch_rows = result.patches.view(m * k, c_in, *frame.size)
     flat = result.image_index.view(-1).tolist()
     winners = sorted(set(flat) - {-1})
     param = next(model.parameters(), None)
@@ -388,7 +389,8 @@ def _project_winners(model, dataset, result: TopK, frame: Frame, shape, batch_si
         image_index = torch.tensor([local[flat[s]] for s in slots.tolist()], dtype=torch.int64)
         _, origins = net.windows(image_index, result.channels[j], frame, mode="max", position=result.position[j, r],
                                  out=projections, out_index=slots)
-        patches[slots] = cut_windows(x.detach().float().cpu(), image_index, origins, frame.size)
+        if patches:
+            patch_rows[slots] = cut_windows(x.detach().float().cpu(), image_index, origins, frame.size)
         done += len(group)
         if progress is not None:
             progress("project", done, len(winners))
