@@ -426,6 +426,12 @@ def _cannot_write(where: Path, error: BaseException) -> IntrospectError:
     return IntrospectError(f"cannot write to output folder {where}: {reason}; choose another --out")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_png(path: str | os.PathLike, array: Any) -> Path:
     """Write a ``uint8`` array as a PNG atomically: a temp file in the same folder, then ``os.replace``.
 
@@ -453,6 +459,7 @@ def save_png(path: str | os.PathLike, array: Any) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a PNG is for everyone to read
         os.replace(tmp, path)
     except OSError as error:
         if tmp is not None and os.path.exists(tmp):

@@ -260,6 +260,12 @@ def test_save_png_is_atomic_and_checks_input(tmp_path):
     save_png(path, array[:, :, 0])
     assert Image.open(path).mode == "L"
     assert sorted(p.name for p in path.parent.iterdir()) == ["pic.png"]
+    # readable like any file the user's umask allows, not private as a temp file
+    old = os.umask(0o022)
+    try:
+        assert save_png(tmp_path / "mode.png", array).stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
     with pytest.raises(IntrospectError):
         save_png(tmp_path / "f.png", array.astype(np.float64))
     (tmp_path / "blocker").write_text("x")

@@ -1,0 +1,2 @@
+"""Feature evolution during training (the paper's Fig. 4): ``introspect evolution`` (in progress)."""
+from __future__ import annotations
