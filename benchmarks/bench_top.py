@@ -20,7 +20,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 import torch
 
@@ -41,12 +40,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from bench_deconv import photos
-    from introspect.core import attach
+    from bench_mining import side_by_side
     from introspect.models import zfnet
-    from introspect_deconv.top import _batches, mine
 
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = zfnet().eval().to(device)  # the paper's network, LRN included
     if args.folder:
@@ -61,27 +58,8 @@ def main() -> None:
     print(f"ZFNet (with LRN) up to {args.layer}, {n} images 224x224 "
           f"({'folder ' + args.folder if args.folder else 'in memory'}), batch {args.batch_size}, k {args.k}")
 
-    def plain() -> float:
-        sync()
-        start = time.perf_counter()
-        with torch.no_grad(), attach(model, [args.layer]) as rec:
-            for x in _batches(data, args.batch_size, args.workers, None):
-                rec.forward(x.to(device), stop=True)
-        sync()
-        return time.perf_counter() - start
-
-    def mining() -> float:
-        sync()
-        start = time.perf_counter()
-        mine(model, data, args.layer, args.k, batch_size=args.batch_size, workers=args.workers)
-        sync()
-        return time.perf_counter() - start
-
-    plain(), mining()  # warm-up
-    t_plain, t_mine = [], []
-    for _ in range(args.rounds):
-        t_plain.append(plain())
-        t_mine.append(mining())
+    times = side_by_side(model, data, device, args.batch_size, args.layer, args.k, args.rounds, args.workers)
+    t_plain, t_mine = times["plain"], times["mine"]
     p, m = statistics.median(t_plain), statistics.median(t_mine)
     print(f"plain no_grad forward : median {p:7.2f} s  ({n / p:6.1f} images/s)  "
           f"rounds {[round(t, 2) for t in t_plain]}")

@@ -10,6 +10,7 @@ from introspect.cli import emit, model_options, note, open_images, open_model, o
 from introspect.errors import IntrospectError
 
 from introspect_deconv.deconvnet import METHODS, MODES
+from introspect_deconv.distributed import DEFAULT_TIMEOUT
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -42,8 +43,9 @@ class _Bars:
 
     LABELS = {"mine": "mining", "project": "projecting"}
 
-    def __init__(self, layer: str):
+    def __init__(self, layer: str, share: str = ""):
         self.layer = layer
+        self.share = share  # appended to the mining label: which part of the data set this process mines
         self.bar = None
         self.phase = None
         self.done = 0
@@ -52,8 +54,8 @@ class _Bars:
         if phase != self.phase:
             self.close()
             self.phase, self.done = phase, 0
-            self.bar = click.progressbar(length=total, label=f"{self.LABELS.get(phase, phase)} {self.layer}",
-                                         file=sys.stderr)
+            label = f"{self.LABELS.get(phase, phase)} {self.layer}{self.share if phase == 'mine' else ''}"
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
             self.bar.__enter__()
         self.bar.update(done - self.done)
         self.done = done
@@ -138,16 +140,18 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, arch
 @click.option("--channels", "channels", multiple=True, metavar="LIST",
               help="Feature maps to mine: numbers and ranges such as 0-15,42 (repeatable). Default: all.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Images per forward pass.")
+              help="Images per forward pass (per process under torchrun).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Processes reading and preprocessing images in parallel.")
+              help="Processes reading and preprocessing images in parallel (per process under torchrun).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Use only the first N images of the folder (sorted order).")
+              help="Use only the first N images of the folder (sorted order; of the whole folder under torchrun).")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
               help="auto: the fast windowed deconvnet for plain conv/pool chains, autograd otherwise.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+              help="Under torchrun: seconds a process waits for the others before it gives up.")
 @model_options
 @output_options("introspect-out/top")
-def top_command(model, data_dir, layer, k, channels, batch_size, workers, limit, method, arch, device,
+def top_command(model, data_dir, layer, k, channels, batch_size, workers, limit, method, timeout, arch, device,
                 trust_pickle, out, as_json):
     """Find the top-k images of each feature map over DATA_DIR and project them (the paper's Fig. 2).
 
@@ -156,28 +160,72 @@ def top_command(model, data_dir, layer, k, channels, batch_size, workers, limit,
     channels/chNNN.png (projections beside image patches, per map), top.json, top.npy (projections,
     maps x k x C x h x w) and input.npy (the preprocessed input in the same windows). Stopping it
     (Ctrl-C) writes nothing.
+
+    Several processes and machines: launch it with torchrun. Each process mines every N-th batch of
+    the folder, the top-k are merged exactly (the same result as one process), and rank 0 projects
+    the winners, writes --out and prints the result; the other ranks print nothing. NCCL is used on
+    GPUs (process i of a node on cuda:i), Gloo with --device cpu. Every node must see DATA_DIR and
+    MODEL at the same path. If a process fails, every process stops with its error.
+
+    \b
+      torchrun --nproc-per-node 4 -m introspect.cli top MODEL DATA_DIR --out DIR
+      torchrun --nnodes 2 --node-rank R --master-addr HOST --master-port 29500 \\
+               --nproc-per-node 8 -m introspect.cli top MODEL DATA_DIR --out DIR
     """
+    from introspect_deconv.distributed import process_group
+
+    options = dict(k=k, batch_size=batch_size, workers=workers, method=method, limit=limit)
+    with process_group(device, timeout) as group:
+        lead = group is None or group.rank == 0
+        found = _mine_folder(model, data_dir, layer, channels, arch, group.device if group else device,
+                             trust_pickle, out, group, options)
+    if not lead:
+        return
+    result, files = found
+    doc = result.to_dict()
+    doc["out"] = str(out)
+    doc["processes"] = processes = 1 if group is None else group.world
+    where = f" on {processes} processes" if processes > 1 else ""
+    emit(doc, as_json, f"{result.name}: top-{k} of {len(result.channels)} maps over {result.images_seen} images"
+                       f"{where}; wrote {len(files)} files to {out}")
+
+
+def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, out, group, options: dict):
+    """The work of ``introspect top`` in one process (one rank of ``group``, or alone): ``(TopK,
+    files)`` on rank 0, None on the others. A setup error on any rank (an unwritable --out on
+    rank 0, ...) stops every rank before the long work."""
+    from contextlib import ExitStack
+
     from introspect import render
     from introspect.core import resolve_layer
     from introspect.core.layers import last_conv_layer
     from introspect.images import ImageFolderDataset, Preprocess
     from introspect.models import meta_of
+    from introspect_deconv.distributed import check_ranks
     from introspect_deconv.project import display_name
     from introspect_deconv.top import top_k
 
-    net = open_model(model, arch, device, trust_pickle)
-    data = ImageFolderDataset(data_dir, Preprocess.from_meta(meta_of(net)))
-    name, _ = resolve_layer(net, layer if layer is not None else last_conv_layer(net))
-    bars = _Bars(display_name(net, name))
-    with render.OutputDir(out) as od:  # checked before the long work; nothing written if stopped
+    lead = group is None or group.rank == 0
+    with ExitStack() as stack:
+        error = None
         try:
-            result = top_k(net, data, name, k, channels=parse_channels(channels), batch_size=batch_size,
-                           workers=workers, method=method, limit=limit, progress=bars)
+            net = open_model(model, arch, device, trust_pickle)
+            data = ImageFolderDataset(data_dir, Preprocess.from_meta(meta_of(net)))
+            name, _ = resolve_layer(net, layer if layer is not None else last_conv_layer(net))
+            chosen = parse_channels(channels)
+            od = stack.enter_context(render.OutputDir(out)) if lead else None  # before the long work
+        except Exception as exc:
+            error = exc
+        check_ranks(error)
+        share = "" if group is None else f" (the share of rank 0 of {group.world})"
+        bars = _Bars(display_name(net, name), share) if lead else None
+        try:
+            result = top_k(net, data, name, channels=chosen, progress=bars, distributed=group is not None,
+                           **options)
         finally:
-            bars.close()
+            if bars is not None:
+                bars.close()
+        if not lead:
+            return None
         note(f"writing {len(result.channels)} figures to {out}")
-        files = result.save(out, od)
-    doc = result.to_dict()
-    doc["out"] = str(out)
-    emit(doc, as_json, f"{result.name}: top-{k} of {len(result.channels)} maps over {result.images_seen} images; "
-                       f"wrote {len(files)} files to {out}")
+        return result, result.save(out, od)

@@ -7,6 +7,9 @@ its strongest position -- so a map's k winners are k different images, as in the
 Ties are broken by the earlier image (data-set order), and within an image by the first position in
 row-major order. After the pass the winners' images are read again, the winners projected with the
 deconvnet and their receptive-field patches cut.
+
+On several processes (``torchrun``; :mod:`introspect_deconv.distributed`) each rank streams every
+``world``-th batch and the running top-k are merged exactly at the end; rank 0 projects the winners.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from introspect.core.layers import Field, last_conv_layer
 from introspect.errors import IntrospectError
 from introspect.models import meta_of
 
+from introspect_deconv.distributed import Group, check_ranks, gather_top_k, group_of
 from introspect_deconv.deconvnet import (Deconvnet, Frame, cut_windows, eval_mode, layer_field, readable_errors,
                                          strongest)
 from introspect_deconv.project import display_name, receptive_boxes
@@ -54,14 +58,17 @@ class RunningTopK:
         self.images = torch.full((c, k), -1, dtype=torch.int64)
         self.positions = torch.zeros(c, k, 2, dtype=torch.int64)
 
-    def update(self, activations: torch.Tensor, first_image: int) -> None:
+    def update(self, activations: torch.Tensor, first_image: int = 0, images: torch.Tensor | None = None) -> None:
         """Merge a batch: ``activations`` ``(B, C_all, h, w)`` (or ``(B, C_all)``) of images
-        ``first_image .. first_image + B - 1``."""
+        ``first_image .. first_image + B - 1``, or of the data-set indices ``images`` (``(B,)``
+        int64, increasing, each larger than every index merged before: a shard of the data set)."""
         values, positions = strongest(activations[:, self.channels.to(activations.device)])
         b = values.shape[0]
         values = values.float().cpu().nan_to_num(float("-inf")).t()          # (C, B)
         positions = positions.cpu().transpose(0, 1)                           # (C, B, 2)
-        images = torch.arange(first_image, first_image + b).expand(len(self.channels), b)
+        if images is None:
+            images = torch.arange(first_image, first_image + b)
+        images = images.to(torch.int64).cpu().expand(len(self.channels), b)
         all_values = torch.cat([self.values, values], dim=1)
         # stable: among equal values the earlier entry (earlier image) stays first
         order = torch.sort(all_values, dim=1, descending=True, stable=True).indices[:, :self.k]
@@ -202,16 +209,22 @@ def _images_of(batch) -> torch.Tensor:
     return batch
 
 
-def _batches(dataset, batch_size: int, workers: int, limit: int | None):
-    """Batches of images in data-set order (a tensor is sliced; other data sets use a DataLoader)."""
+def _batches(dataset, batch_size: int, workers: int, limit: int | None, indices: Sequence[int] | None = None):
+    """Batches of images in data-set order (a tensor is sliced; other data sets use a DataLoader);
+    with ``indices``, of those images only (``limit`` is then ignored)."""
     if isinstance(dataset, torch.Tensor):
-        data = dataset[:limit] if limit is not None else dataset
+        if indices is not None:
+            data = dataset[torch.as_tensor(list(indices), dtype=torch.int64)]
+        else:
+            data = dataset[:limit] if limit is not None else dataset
         for first in range(0, len(data), batch_size):
             yield data[first:first + batch_size]
         return
     from torch.utils.data import DataLoader, Subset
 
-    if limit is not None and limit < len(dataset):
+    if indices is not None:
+        dataset = Subset(dataset, list(indices))
+    elif limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     batches = iter(loader)
@@ -262,18 +275,40 @@ def _channel_list(channels, n_maps: int, name: str) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # the two passes
 # --------------------------------------------------------------------------------------------------
+def shard_indices(total: int, batch_size: int, rank: int, world: int) -> list[int]:
+    """The images process ``rank`` of ``world`` mines: every ``world``-th batch of the global
+    batches ``0..batch_size-1, batch_size..`` (batch ``b`` goes to rank ``b % world``), so each
+    image is in the same batch as in a one-process run and its activations are bit for bit the same.
+
+    Example:
+        >>> shard_indices(10, 2, 1, 2)
+        [2, 3, 6, 7]
+    """
+    return [n for first in range(rank * batch_size, total, world * batch_size)
+            for n in range(first, min(first + batch_size, total))]
+
+
 def mine(model: nn.Module, dataset, layer, k: int = 9, *, channels=None, batch_size: int = 32,
-         workers: int = 0, limit: int | None = None, progress: Progress | None = None):
-    """The streaming pass alone: ``(RunningTopK, images_seen, input_shape)``; see :func:`top_k`."""
+         workers: int = 0, limit: int | None = None, progress: Progress | None = None,
+         shard: tuple[int, int] | None = None):
+    """The streaming pass alone: ``(RunningTopK, images_seen, input_shape)``; see :func:`top_k`.
+
+    ``shard=(rank, world)`` streams only that process's share of the (first ``limit``) images,
+    :func:`shard_indices`, keeping their data-set indices; an empty share still reads image 0 once
+    (not counted) to learn the layer's shape, so every process returns tensors of the same shape.
+    """
     name, _ = resolve_layer(model, layer)
     total = _length(dataset, limit)
     if total == 0:
         raise IntrospectError("the data set is empty; add images")
+    indices = None if shard is None else shard_indices(total, batch_size, *shard)
+    todo = total if indices is None else len(indices)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     running, seen, shape = None, 0, None
     with eval_mode(model), torch.no_grad(), attach(model, [name]) as rec:
-        for x in _batches(dataset, batch_size, workers, limit):
+        batches = _batches(dataset, batch_size, workers, limit, indices) if todo else iter([_item(dataset, 0)[None]])
+        for x in batches:
             x = x.to(device, non_blocking=True)
             with readable_errors(x):
                 rec.forward(x, stop=True)
@@ -283,17 +318,20 @@ def mine(model: nn.Module, dataset, layer, k: int = 9, *, channels=None, batch_s
             if running is None:
                 running = RunningTopK(_channel_list(channels, act.shape[1], display_name(model, name)), k)
                 shape = tuple(x.shape[1:])
-            running.update(act, seen)
+            if not todo:  # the probe of an empty share
+                break
+            ids = None if indices is None else torch.tensor(indices[seen:seen + x.shape[0]], dtype=torch.int64)
+            running.update(act, seen, images=ids)
             seen += x.shape[0]
             if progress is not None:
-                progress("mine", seen, total)
+                progress("mine", seen, todo)
     return running, seen, shape
 
 
 def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: int = 9, *,
           channels: int | Sequence[int] | None = None, batch_size: int = 32, workers: int = 0,
           project: bool = True, method: str = "auto", limit: int | None = None,
-          progress: Progress | None = None) -> TopK:
+          progress: Progress | None = None, distributed: bool | None = None) -> TopK:
     """The top-k activations of each feature map over a data set, projected to pixel space.
 
     Streams ``dataset`` once (a forward pass truncated at ``layer``, no gradients) keeping, per
@@ -301,6 +339,15 @@ def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: in
     image: its strongest position). Then re-reads only the winning images, projects each winner with
     the deconvnet (only the winning activation kept, as in the paper's Fig. 2) and cuts the matching
     receptive-field patch of the input.
+
+    On several processes (a ``torch.distributed`` process group, e.g. under ``torchrun``; see
+    :mod:`introspect_deconv.distributed`) every rank calls ``top_k`` with the same arguments and
+    streams only its share of the data set (every ``world``-th batch); the running top-k are merged
+    exactly (the result equals a one-process run's, ties included). Every rank gets the merged
+    ranking (``activation``, ``image_index``, ``position``, ``boxes``, ``images_seen`` of all
+    ranks); only rank 0 re-reads the winning images and computes ``projections`` and ``patches``
+    (None on the other ranks), so rank 0 must be able to read every image. With NCCL, call
+    ``torch.cuda.set_device(local_rank)`` before ``top_k`` (the merge runs on the current GPU).
 
     Args:
         model (nn.Module): any convnet; it runs in eval mode (module flags restored afterwards).
@@ -314,9 +361,14 @@ def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: in
         project (bool): compute projections and patches (default True); False keeps only the
             ranking.
         method (str): projection path, ``"auto"``, ``"chain"`` or ``"autograd"`` (see :func:`project`).
-        limit (int | None): use only the first ``limit`` images.
+        limit (int | None): use only the first ``limit`` images (of the whole data set).
         progress (callable | None): ``progress(phase, done, total)`` after each batch, ``phase``
-            ``"mine"`` (images streamed) or ``"project"`` (winning images projected).
+            ``"mine"`` (images streamed, of this rank's share) or ``"project"`` (winning images
+            projected).
+        distributed (bool | None): None (default): shard over the default process group when one is
+            initialized with more than one process (then every rank must call ``top_k``); True:
+            require one; False: ignore it and mine the whole data set in this process (use it when
+            calling ``top_k`` on one rank only, e.g. inside ``if rank == 0:`` of a training script).
 
     Returns:
         TopK: rankings ``(M, k)``, projections and patches ``(M, k, C, fh, fw)``.
@@ -332,9 +384,13 @@ def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: in
         raise IntrospectError(f"k must be a positive integer, got {k!r}; e.g. 9")
     if batch_size < 1 or workers < 0:
         raise IntrospectError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    group = group_of(distributed)
     name, _ = resolve_layer(model, layer if layer is not None else last_conv_layer(model))
-    running, seen, shape = mine(model, dataset, name, k, channels=channels, batch_size=batch_size,
-                                workers=workers, limit=limit, progress=progress)
+    options = dict(channels=channels, batch_size=batch_size, workers=workers, limit=limit, progress=progress)
+    if group is None:
+        running, seen, shape = mine(model, dataset, name, k, **options)
+    else:
+        running, seen, shape = _mine_shard(model, dataset, name, k, group, options)
     image_hw = tuple(shape[1:])
     field = layer_field(model, name, shape)
     frame = Frame.of(field, image_hw, "max")
@@ -351,9 +407,22 @@ def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: in
     paths = getattr(dataset, "paths", None)
     if paths is not None:
         result.image_names = {n: str(paths[n]) for n in sorted(set(running.images.view(-1).tolist())) if n >= 0}
-    if project:
+    if project and (group is None or group.rank == 0):
         _project_winners(model, dataset, result, frame, shape, batch_size, method, progress)
     return result
+
+
+def _mine_shard(model, dataset, name: str, k: int, group: Group, options: dict):
+    """:func:`mine` of this rank's share, then the exact merge of every rank's running top-k."""
+    error, found = None, None
+    try:
+        found = mine(model, dataset, name, k, shard=(group.rank, group.world), **options)
+    except Exception as exc:  # the other ranks must hear of it, or they wait at the merge
+        error = exc
+    check_ranks(error)
+    running, seen, shape = found
+    running, seen = gather_top_k(running, seen)
+    return running, seen, shape
 
 
 def _project_winners(model, dataset, result: TopK, frame: Frame, shape, batch_size: int, method: str,
@@ -396,4 +465,4 @@ def _project_winners(model, dataset, result: TopK, frame: Frame, shape, batch_si
             progress("project", done, len(winners))
 
 
-__all__ = ["TopK", "RunningTopK", "top_k", "mine"]
+__all__ = ["TopK", "RunningTopK", "top_k", "mine", "shard_indices"]
