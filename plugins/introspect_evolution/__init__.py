@@ -1,2 +1,38 @@
-"""Feature evolution during training (the paper's Fig. 4): ``introspect evolution`` (in progress)."""
+"""Feature evolution during training (the paper's Fig. 4): ``introspect evolution``.
+
+Registers the method ``introspect.feature_evolution(checkpoints, dataset, ...)`` (see
+:func:`introspect_evolution.method.feature_evolution`) and the command
+``introspect evolution CHECKPOINT...``. The modules: :mod:`~introspect_evolution.checkpoints` (finding
+the checkpoints of a run, their epochs, checking they belong together), :mod:`~introspect_evolution.method`
+(the analysis and its result), :mod:`~introspect_evolution.figure` (the grid of projections) and
+:mod:`~introspect_evolution.command` (the CLI).
+"""
 from __future__ import annotations
+
+from introspect import hookimpl
+
+
+@hookimpl
+def register_methods(register):
+    from introspect_evolution.method import feature_evolution
+
+    register("feature_evolution", feature_evolution,
+             "Feature evolution during training (Fig. 4): each map's strongest activation per epoch, projected")
+
+
+@hookimpl
+def register_commands(cli):
+    from introspect_evolution.command import evolution_command
+
+    cli.add_command(evolution_command)
+
+
+def __getattr__(name: str):
+    if name in ("feature_evolution", "EvolutionResult", "LayerEvolution"):
+        from introspect_evolution import method
+
+        return getattr(method, name)
+    raise AttributeError(f"module 'introspect_evolution' has no attribute {name!r}")
+
+
+__all__ = ["feature_evolution", "EvolutionResult", "LayerEvolution", "register_methods", "register_commands"]
