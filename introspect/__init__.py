@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 from introspect.hookspecs import hookimpl
 from introspect.errors import IntrospectError
-from introspect.core import attach, apply_rule, layer_table, resolve_layer, receptive_field, RULES, Rule
+from introspect.core import attach, apply_rule, eval_mode, layer_table, resolve_layer, receptive_field, RULES, Rule
 from introspect.models import load_model, save_checkpoint, ModelMeta, meta_of, architectures, zfnet, alexnet
 
 
@@ -54,7 +54,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "__version__", "hookimpl", "IntrospectError", "attach", "apply_rule", "layer_table", "resolve_layer",
+    "__version__", "hookimpl", "IntrospectError", "attach", "apply_rule", "eval_mode", "layer_table", "resolve_layer",
     "receptive_field", "RULES", "Rule", "load_model", "save_checkpoint", "ModelMeta", "meta_of",
     "architectures", "zfnet", "alexnet", "methods", "get_plugin_manager", "load_image",
 ]

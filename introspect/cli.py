@@ -6,7 +6,6 @@ Shared options for every analysis command: ``--arch``, ``--device``, ``--trust-p
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path

@@ -10,7 +10,9 @@ folder and moves them in only when the command succeeds; :func:`save_png` writes
 """
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import math
 import os
@@ -490,6 +492,31 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """Rows of a table as CSV text with a header line (``None`` becomes an empty cell).
+
+    Args:
+        rows (list of dict): one dict per row, column -> value.
+        columns (list[str] | None): the column order; default the keys of the first row.
+
+    Returns:
+        str: the CSV text, ``\n`` line ends.
+
+    Example:
+        >>> csv_text([{"layer": "conv1", "distance": 0.5}])
+        'layer,distance\nconv1,0.5\n'
+    """
+    if columns is None:
+        if not rows:
+            raise IntrospectError("a CSV table needs rows or column names; pass columns=[...]")
+        columns = list(rows[0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
 class OutputDir:
     """Write a command's files all at once, or not at all.
 
@@ -604,6 +631,10 @@ class OutputDir:
         target = self.path(name)
         target.write_text(json.dumps(jsonable(obj), indent=2) + "\n", encoding="utf-8")
         return target
+
+    def save_csv(self, name: str, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
+        """Save ``rows`` (dicts, column -> value) as CSV file ``name``; see :func:`csv_text`."""
+        return self.save_text(name, csv_text(rows, columns))
 
     def save_text(self, name: str, text: str) -> Path:
         """Save ``text`` as UTF-8 file ``name``."""

@@ -27,6 +27,16 @@ def build(name: str) -> torch.nn.Module:
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: on a shared CPU, thread barriers cost more than small
+    models gain (and child processes of the distributed tests use one thread too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def make_model():
     return build
 

@@ -17,7 +17,7 @@ from introspect_deconv import Projection, project
 from introspect_deconv.chain import filter_transposed, trace_chain, unpool
 from introspect_deconv.deconvnet import layer_field
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning:captum"), pytest.mark.usefixtures("one_thread")]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -27,15 +27,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared CPU, thread barriers cost more than these tiny models gain."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,13 +16,7 @@ from introspect.models import load_model, save_checkpoint, zfnet
 KWARGS = {"num_classes": 5, "widths": [16, 24, 32, 32, 12], "fc": 32, "pool5_size": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared CPU, thread barriers cost more than these tiny models gain."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

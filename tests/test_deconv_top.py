@@ -15,13 +15,7 @@ from introspect_deconv import TopK, project, top_k
 from introspect_deconv.top import RunningTopK
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared CPU, thread barriers cost more than these tiny models gain."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_zfnet():

@@ -23,13 +23,7 @@ from introspect_deconv.top import RunningTopK, mine, shard_indices, top_k
 CHILD_TIMEOUT = 120  # seconds; a hang fails the test instead of blocking the suite
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread, as the child processes use (OMP_NUM_THREADS=1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,13 +19,7 @@ KWARGS["pool5_size"] = pool5_size_for(32, **KWARGS)
 MEAN, STD = (0.3,) * 3, (0.4,) * 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared CPU, thread barriers cost more than these tiny models gain."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def digits(first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:

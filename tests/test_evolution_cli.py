@@ -17,13 +17,7 @@ from introspect_evolution import feature_evolution
 KWARGS = {"num_classes": 3, "widths": [4, 6, 6, 6, 4], "fc": 8, "pool5_size": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared CPU, thread barriers cost more than these tiny models gain."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args):

@@ -1,6 +1,6 @@
 """The hook core: attach to any ``nn.Module``, record activations, reshape gradients, and leave the
 model exactly as it was found."""
-from introspect.core.attach import Recorder, attach
+from introspect.core.attach import Recorder, attach, eval_mode
 from introspect.core.layers import (
     LayerInfo,
     Field,
@@ -14,6 +14,7 @@ from introspect.core.rules import RULES, Rule, apply_rule
 __all__ = [
     "Recorder",
     "attach",
+    "eval_mode",
     "LayerInfo",
     "Field",
     "layer_table",

@@ -9,12 +9,30 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from introspect.core.layers import resolve_layer
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Every module of ``model`` in eval mode (dropout off, batch-norm statistics fixed) for the
+    ``with`` block; each module's own ``training`` flag is restored afterwards, also after an error.
+
+    Example:
+        >>> with eval_mode(model), torch.no_grad():
+        ...     logits = model(x)
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 class _StopForward(Exception):

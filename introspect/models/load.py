@@ -21,7 +21,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 

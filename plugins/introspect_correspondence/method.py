@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from introspect.core.attach import attach
+from introspect.core.attach import attach, eval_mode
 from introspect.core.layers import aliases, last_conv_layer, resolve_layer
 from introspect.errors import IntrospectError
 from introspect.models import meta_of
@@ -313,18 +313,6 @@ def _random_boxes(boxes: dict[str, list], hw: tuple[int, int], trials: int, seed
     return out
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Eval mode (dropout off, batch-norm statistics fixed) for the duration; every flag restored."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _progress(enabled: bool, total: int, label: str):
     if not enabled:
         return contextlib.nullcontext(None)
@@ -440,7 +428,7 @@ def correspondence(
     per_batch = batch_size - 1
     chunks = math.ceil(m / per_batch)
     signs: dict[str, torch.Tensor] = {}
-    with _eval_mode(model), torch.no_grad(), _progress(progress, len(layers) * n * chunks, "correspondence") as bar:
+    with eval_mode(model), torch.no_grad(), _progress(progress, len(layers) * n * chunks, "correspondence") as bar:
         for layer, name in zip(layers, canonical):
             with attach(model, [name]) as rec:
                 for i in range(n):

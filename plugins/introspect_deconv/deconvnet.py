@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from introspect.core import apply_rule, attach, resolve_layer
+from introspect.core import apply_rule, attach, eval_mode, resolve_layer
 from introspect.core.layers import Field
 from introspect.errors import IntrospectError
 
@@ -32,18 +32,6 @@ METHODS = ("auto", "chain", "autograd")
 CHAIN_BUDGET = 256 * 2**20
 #: Projections per batched backward pass of the generic path.
 AUTOGRAD_BATCH = 16
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Put every module in eval mode for the ``with`` block, then restore each module's flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 @contextlib.contextmanager

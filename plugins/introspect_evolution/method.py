@@ -9,8 +9,6 @@ column. Rows are the feature maps, columns the epochs.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -178,12 +176,9 @@ class EvolutionResult:
 
     def csv(self) -> str:
         """:meth:`rows` as CSV text with a header line."""
-        buffer = io.StringIO()
-        rows = self.rows()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
+        from introspect.render import csv_text
+
+        return csv_text(self.rows())
 
     def save(self, out: str | os.PathLike, od=None) -> list:
         """Write the figures, arrays and tables into folder ``out`` (all or nothing).

@@ -9,16 +9,13 @@ frequency of the layer's stride (see :mod:`introspect_filters.spectrum` for the 
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 
-from introspect.core import attach, resolve_layer
+from introspect.core import attach, eval_mode, resolve_layer
 from introspect.core.layers import alias_of
 from introspect.errors import IntrospectError
 
@@ -126,14 +123,11 @@ class FiltersResult:
 
     def csv_text(self) -> str:
         """``report.csv``: a header and one row per filter (empty ``max_activation`` without data)."""
-        buffer = io.StringIO()
+        from introspect.render import csv_text
+
         columns = ["index", "norm", "max_activation", "dead", "reason", "high_frequency", "aliasing"]
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows():
-            writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))
-                             for k, v in row.items()})
-        return buffer.getvalue()
+        return csv_text([{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
+                         for row in self.rows()], columns)
 
     def save(self, out) -> list:
         """Write ``filters.png``, ``spectrum.png``, ``filters.npy``, ``report.csv`` and ``result.json``.
@@ -161,19 +155,6 @@ class FiltersResult:
 # --------------------------------------------------------------------------------------------------
 # the data set pass
 # --------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _evaluating(model: nn.Module):
-    """Eval mode and no gradients for the ``with`` block; every module's train flag restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _image_batches(dataset, batch_size: int):
     """Batches of images: a tensor is sliced, a map-style data set goes through a ``DataLoader``."""
     if isinstance(dataset, torch.Tensor):
@@ -219,7 +200,7 @@ def max_activation(model: nn.Module, layer: str, dataset, batch_size: int = 64,
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     best, seen = None, 0
-    with _evaluating(model), attach(model, [layer]) as rec:
+    with eval_mode(model), torch.no_grad(), attach(model, [layer]) as rec:
         for x in _image_batches(dataset, batch_size):
             try:
                 rec.forward(x.to(device), stop=True)

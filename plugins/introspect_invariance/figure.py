@@ -6,8 +6,6 @@ value), then the distance plots of each layer and the probability plot side by s
 """
 from __future__ import annotations
 
-import csv
-import io
 import re
 
 import numpy as np
@@ -134,14 +132,6 @@ def side_by_side(panels: list[np.ndarray], titles: list[str], gap: int = 12) -> 
     return np.pad(np.concatenate(parts, axis=1), ((gap // 2, gap // 2), (0, gap), (0, 0)), constant_values=255)
 
 
-def csv_text(result) -> str:
-    """``invariance.csv``: one row per image and value (image, value, distance per layer, prob, label)."""
-    rows = result.rows()
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
-__all__ = ["pictures", "distance_plot", "probability_plot", "examples", "example_values", "csv_text"]
+__all__ = ["pictures", "distance_plot", "probability_plot", "examples", "example_values"]

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from introspect.core import attach, resolve_layer
+from introspect.core import attach, eval_mode, resolve_layer
 from introspect.core.layers import alias_of, conv_layers
 from introspect.errors import IntrospectError, closest
 from introspect.models import ModelMeta, meta_of
@@ -181,7 +181,7 @@ class InvarianceResult:
         """
         from introspect.render import OutputDir
 
-        from introspect_invariance.figure import csv_text, pictures
+        from introspect_invariance.figure import pictures
 
         with OutputDir(out) as od:
             for name, picture in pictures(self).items():
@@ -192,7 +192,7 @@ class InvarianceResult:
             od.save_npy("values.npy", self.values)
             od.save_npy("norm.npy", self.norm)
             od.save_npy("input.npy", self.input)
-            od.save_text("invariance.csv", csv_text(self))
+            od.save_csv("invariance.csv", self.rows())
             od.save_json("result.json", self.to_dict())
         return od.files
 
@@ -370,18 +370,13 @@ def invariance(model: nn.Module, images: torch.Tensor, transform: str = "transla
     if param is not None:
         x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
 
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
     start = time.perf_counter()
-    try:
+    with eval_mode(model):
         with torch.no_grad(), attach(model, layer_names) as rec:
             sweep = _Sweep(rec, layer_names, x, transform, vals, fill, mean, std)
             given = image_targets(targets, x.shape[0], meta.classes, sweep.num_classes)
             target_list = given if given is not None else sweep.clean_prob.argmax(1).tolist()
             sweep.run(target_list, batch_size, progress)
-    finally:
-        for m, training in flags.items():
-            m.training = training
     return InvarianceResult(
         transform=transform, values=vals, layers=layer_names, distance=sweep.distance, norm=sweep.norm,
         prob=sweep.prob, label=sweep.label, label_prob=sweep.label_prob, targets=target_list,

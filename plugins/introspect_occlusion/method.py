@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from introspect.core import apply_rule, attach, resolve_layer
+from introspect.core import apply_rule, attach, eval_mode, resolve_layer
 from introspect.core.layers import alias_of, last_conv_layer
 from introspect.errors import IntrospectError, closest
 from introspect.models import meta_of
@@ -381,9 +381,7 @@ def occlusion(
     layer_names = [resolve_layer(model, layer)[0] for layer in _as_list(layers, lambda: last_conv_layer(model))]
     layer_names = list(dict.fromkeys(layer_names))
 
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad(), attach(model, layer_names) as rec:
             logits = rec.forward(x)
         clean_layers = dict(rec.activations)
@@ -431,9 +429,6 @@ def occlusion(
         if engine is not None and approximate is not None and check_positions > 0:
             error = _approx_error(engine, runner, out, check_positions)
         projection = _projections(model, x, layer_names, channels) if project else None
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
 
     py, px = len(ys), len(xs)
     prob, label, label_prob, acts = out
