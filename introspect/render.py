@@ -497,7 +497,8 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
 
     Args:
         rows (list of dict): one dict per row, column -> value.
-        columns (list[str] | None): the column order; default the keys of the first row.
+        columns (list[str] | None): the columns, in order (other keys are left out); default the keys
+            of the first row.
 
     Returns:
         str: the CSV text, ``\n`` line ends.
@@ -511,7 +512,7 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
             raise IntrospectError("a CSV table needs rows or column names; pass columns=[...]")
         columns = list(rows[0])
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()

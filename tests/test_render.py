@@ -287,3 +287,19 @@ def test_output_dir_reports_unwritable_folder(tmp_path, monkeypatch):
         with OutputDir(out):
             pytest.fail("the body must not run")
     _one_line(excinfo, "cannot write to output folder", "permission denied", "choose another --out")
+
+
+def test_csv_text_and_save_csv_round_trip(tmp_path):
+    import csv
+
+    from introspect.render import OutputDir, csv_text
+
+    rows = [{"layer": "conv1", "distance": 0.5, "note": None}, {"layer": "fc7, top", "distance": 2, "note": "a\"b"}]
+    assert csv_text(rows) == 'layer,distance,note\nconv1,0.5,\n"fc7, top",2,"a""b"\n'
+    assert csv_text([], ["a", "b"]) == "a,b\n"
+    with pytest.raises(IntrospectError):
+        csv_text([])
+    with OutputDir(tmp_path / "o") as od:
+        od.save_csv("t.csv", rows, ["distance", "layer"])
+    back = list(csv.DictReader(open(tmp_path / "o" / "t.csv")))
+    assert back == [{"distance": "0.5", "layer": "conv1"}, {"distance": "2", "layer": "fc7, top"}]
