@@ -107,6 +107,40 @@ def open_images(model: torch.nn.Module, paths) -> tuple[torch.Tensor, list[Path]
     return load_images(paths, pre).to(device), paths
 
 
+class PhaseBars:
+    """Progress bars on stderr, one per phase of a long computation, for methods that report
+    ``progress(phase, done, total)``: pass the object as ``progress`` and call :meth:`close` at the end.
+
+    Args:
+        label (callable | None): ``label(phase) -> str``, the text beside each bar; default the phase.
+
+    Example:
+        >>> bars = PhaseBars(lambda phase: f"{phase} conv5")
+        >>> try:
+        ...     result = top_k(model, data, "conv5", progress=bars)
+        ... finally:
+        ...     bars.close()
+    """
+
+    def __init__(self, label=None):
+        self.label = label or str
+        self.bar, self.phase, self.done = None, None, 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase, self.done = phase, 0
+            self.bar = click.progressbar(length=total, label=self.label(phase), file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 def emit(obj, as_json: bool, text: str | None = None) -> None:
     """Print ``obj`` as JSON (``--json``) or ``text`` for a person."""
     if as_json:

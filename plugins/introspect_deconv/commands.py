@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import emit, model_options, note, open_images, open_model, output_options
+from introspect.cli import PhaseBars, emit, model_options, note, open_images, open_model, output_options
 from introspect.errors import IntrospectError
 
 from introspect_deconv.deconvnet import METHODS, MODES
@@ -38,32 +38,12 @@ def parse_channels(values) -> list[int] | None:
     return sorted(set(found)) if found else None
 
 
-class _Bars:
-    """Progress bars on stderr, one per phase of a long command."""
+_PHASES = {"mine": "mining", "project": "projecting"}
 
-    LABELS = {"mine": "mining", "project": "projecting"}
 
-    def __init__(self, layer: str, share: str = ""):
-        self.layer = layer
-        self.share = share  # appended to the mining label: which part of the data set this process mines
-        self.bar = None
-        self.phase = None
-        self.done = 0
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase != self.phase:
-            self.close()
-            self.phase, self.done = phase, 0
-            label = f"{self.LABELS.get(phase, phase)} {self.layer}{self.share if phase == 'mine' else ''}"
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
+def _bars(layer: str, share: str = "") -> PhaseBars:
+    """One bar per phase of ``top_k``; ``share`` names the part of the data set this process mines."""
+    return PhaseBars(lambda phase: f"{_PHASES.get(phase, phase)} {layer}{share if phase == 'mine' else ''}")
 
 
 @click.command("deconv")
@@ -218,7 +198,7 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
             error = exc
         check_ranks(error)
         share = "" if group is None else f" (the share of rank 0 of {group.world})"
-        bars = _Bars(display_name(net, name), share) if lead else None
+        bars = _bars(display_name(net, name), share) if lead else None
         try:
             result = top_k(net, data, name, channels=chosen, progress=bars, distributed=group is not None,
                            **options)
