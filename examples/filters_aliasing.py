@@ -131,7 +131,7 @@ def comparison_figure(rows: list[dict]) -> np.ndarray:
     return np.concatenate([np.pad(p, ((4, 4), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in parts])
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundled-only", action="store_true", help="only report the bundled model")
     parser.add_argument("--train", type=int, default=10000, help="training images (default 10000)")
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figures", type=Path, default=ROOT / "examples" / "figures")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     bundled(args.figures)
     if args.bundled_only:

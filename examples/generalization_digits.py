@@ -61,14 +61,14 @@ def progress(stage: str, done: int, total: int) -> None:
     print(f"\r{stage}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("introspect-out/generalization_digits"))
     parser.add_argument("--per-class", type=int, nargs="+", default=[5, 10, 30])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", type=Path, default=HERE / "figures" / "generalization_digits.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
 
     raw, labels = write_digits(args.out / "digits")
