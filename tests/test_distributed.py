@@ -201,6 +201,30 @@ def test_torchrun_two_gloo_processes_equal_one_process(tiny_checkpoint, image_fo
     assert frozenset({0, 1}) in ranks_of_ties
 
 
+def test_torchrun_across_two_nodes_equals_one_process(tiny_checkpoint, image_folder, tmp_path):
+    """Two torchrun launchers, one per "node" (--nnodes 2 --node-rank 0|1 on loopback, the usual
+    static rendezvous): each node has LOCAL_RANK 0 only, and the node-rank-0 launcher's process writes."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = CliRunner().invoke(build_cli(), top_args(tiny_checkpoint, image_folder, one))
+    assert result.exit_code == 0, result.output
+    port = str(free_port())
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
+                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", port,
+                               "-m", "introspect.cli", *top_args(tiny_checkpoint, image_folder, two)],
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    try:
+        outputs = [node.communicate(timeout=CHILD_TIMEOUT) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert json.loads(outputs[0][0])["processes"] == 2 and outputs[1][0] == ""   # only global rank 0 prints
+    for name in ["top.json", "top.npy", "input.npy", "overview.png"]:
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+
+
 def test_a_failing_rank_stops_every_rank(monkeypatch, tiny_checkpoint, image_folder, tmp_path):
     """Rank 0 runs here, rank 1 in a child process, both with the environment torchrun sets but
     without torchrun (which would kill the survivor): the error of rank 1 must reach rank 0 through
