@@ -102,3 +102,18 @@ def test_bad_inputs_one_line_and_no_output(digits_dir, tmp_path, make, args, mes
     assert result.exit_code == 1
     assert message in result.output and result.output.count("\n") <= 2 and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_test_folder_with_fewer_or_other_classes(digits_dir, tmp_path):
+    fewer = write_folder(tmp_path / "fewer", [7, 1], 3, offset=8)  # digit1, digit7: indices 0, 1 of its own
+    result = invoke("generalization", digits_dir, "--test", fewer, "--per-class", "8", "--layer", "fc7",
+                    "--classifier", "softmax", "--max-iter", "60", "--out", tmp_path / "g", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["classes"] == ["digit0", "digit1", "digit7"] and summary["test_sizes"] == [6]
+    assert summary["accuracy"][0]["accuracy"] >= 0.8  # labels shifted by one class would score ~0
+    other = write_folder(tmp_path / "other", [0, 5], 2, offset=8)
+    out = tmp_path / "never"
+    result = invoke("generalization", digits_dir, "--test", other, "--per-class", "2", "--layer", "fc7", "--out", out)
+    assert result.exit_code == 1 and "'digit5' that the training set lacks" in result.output
+    assert "Traceback" not in result.output and not out.exists()

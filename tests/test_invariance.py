@@ -232,3 +232,37 @@ def test_bad_arguments_raise_one_line_errors(bundled, kwargs, message):
     with pytest.raises(IntrospectError, match=message) as info:
         invariance(model, x, **{"values": [0, 2], **kwargs})
     assert "\n" not in str(info.value)
+
+
+def test_only_identity_values_still_save_every_file(bundled, tmp_path):
+    model, x = bundled
+    result = invariance(model, x[:2], "rotate", values=[0, 360], layers="conv1")
+    files = {p.name for p in result.save(tmp_path / "out")}
+    assert {"figure.png", "distance_conv1.png", "probability.png", "result.json"} <= files
+    assert (np.load(tmp_path / "out" / "distance.npy") == 0).all()
+    empty = x[:0]
+    assert transform_images(empty, "translate", []).shape == empty.shape
+
+
+def test_plots_of_unsorted_values_equal_those_of_sorted_values(bundled):
+    from introspect_invariance.figure import distance_plot, probability_plot
+
+    model, x = bundled
+    mixed = invariance(model, x[:2], "translate", values=[4, -4, 0, 2], layers="conv1")
+    ordered = invariance(model, x[:2], "translate", values=[-4, 0, 2, 4], layers="conv1")
+    np.testing.assert_array_equal(distance_plot(mixed, 0), distance_plot(ordered, 0))
+    np.testing.assert_array_equal(probability_plot(mixed), probability_plot(ordered))
+    assert mixed.values.tolist() == [4, -4, 0, 2]  # the result keeps the order given
+
+
+def test_grayscale_model_without_metadata_and_numpy_targets():
+    torch.manual_seed(0)
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 8), nn.ReLU(),
+                         nn.Linear(8, 3)).eval()
+    x = torch.randn(2, 1, 16, 16)
+    values = [-3, 0, 2]
+    result = invariance(gray, x, "translate", values=values, targets=np.array([2, 1]))
+    assert result.layers == ["0", "3"] and result.targets == [2, 1] and result.targets_given
+    transformed = [[shift_rows(img, t, torch.zeros(1)) for t in values] for img in x]
+    check_against(gray, x, result, transformed, [gray[0], gray[3]])
+    assert invariance(gray, x, "translate", values=[1], targets=np.int64(1)).targets == [1, 1]

@@ -23,16 +23,6 @@ def _folder(path: Path, what: str) -> Path:
     return path
 
 
-def _match_classes(train_set, test_set) -> None:
-    """Label the test images by the training folder's class of the same name."""
-    missing = [c for c in test_set.classes if c not in train_set.classes]
-    if missing:
-        raise IntrospectError(f"the --test folder has class folder(s) {', '.join(map(repr, missing[:3]))} that "
-                              "DATA lacks; give both folders the same class subfolders")
-    index = {name: i for i, name in enumerate(train_set.classes)}
-    test_set.targets = [index[test_set.classes[t]] for t in test_set.targets]
-
-
 @click.command("generalization")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.argument("data", required=False, type=click.Path(path_type=Path))
@@ -46,8 +36,9 @@ def _match_classes(train_set, test_set) -> None:
               help="softmax (multinomial logistic regression) or svm (one-vs-rest linear SVM, squared "
                    "hinge); repeat for both. Default: both.")
 @click.option("--test", "test_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="A test folder with the same class subfolders. Default: the images of DATA not drawn "
-                   "for training.")
+              help="A test folder with class subfolders named as in DATA (matched by name; it may have "
+                   "fewer). Default: the images of DATA outside the largest training set (the same test "
+                   "images for every --per-class).")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Random training sets per setting; the table shows mean ± std.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random training sets.")
@@ -96,8 +87,6 @@ def generalization_command(model, data, per_class, layers, classifiers, test_dir
     pre = Preprocess.from_meta(meta_of(net))
     train_set = ImageFolderDataset(data, pre)
     test_set = ImageFolderDataset(test_dir, pre) if test_dir is not None else None
-    if test_set is not None and test_set.classes:
-        _match_classes(train_set, test_set)
     bars = PhaseBars(lambda stage: _LABELS.get(stage, stage))
     try:
         result = feature_generalization(

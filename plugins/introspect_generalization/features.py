@@ -22,6 +22,8 @@ from introspect.core import attach, eval_mode, resolve_layer
 from introspect.core.layers import alias_of, aliases
 from introspect.errors import IntrospectError
 
+from introspect_generalization.sampling import is_pair
+
 #: The paper's layers 1..7 (Table 7 rows), by their aliases on the bundled ZFNet/AlexNet models.
 PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 #: Largest flattened feature size kept as it is when ``pool`` is not given (see :func:`pool_size`).
@@ -96,7 +98,7 @@ def pool_size(shape: Sequence[int], pool: int | None = None, max_dim: int = MAX_
 
 
 def _images(data, index: torch.Tensor) -> torch.Tensor:
-    if isinstance(data, (tuple, list)):
+    if is_pair(data):
         return data[0][index]
     items = [data[int(i)][0] for i in index]
     if not all(isinstance(x, torch.Tensor) for x in items):

@@ -193,8 +193,9 @@ def feature_generalization(
         train_set: the new data set: a map-style data set of ``(image, label)`` with images as
             ``C x H x W`` tensors preprocessed for the model (e.g. ``ImageFolderDataset(root,
             Preprocess.from_meta(meta_of(model)))``), or a pair ``(images N x C x H x W, labels N)``.
-        test_set: a data set of the same kind with the same classes, or ``None`` (default): then
-            each class of ``train_set`` is split, ``per_class`` random images for training and, as
+        test_set: a data set of the same kind with the same classes (matched by name when both
+            data sets have a ``classes`` list, so a test folder may hold fewer), or ``None``
+            (default): then each class of ``train_set`` is split, ``per_class`` random images for training and, as
             test set, every image outside the largest training set (the same test images for every
             ``per_class`` setting of a repeat; smaller training sets are subsets of larger ones).
             With a test set, the training images are drawn from ``train_set`` and all of
@@ -247,7 +248,8 @@ def feature_generalization(
     labels, classes = class_index(dataset_labels(train_set, "the training set"), "the training set")
     names = _class_names(class_names, getattr(train_set, "classes", None), labels)
     splits = per_class_splits(classes, sizes, repeats, seed, hold_out=test_set is None, class_names=names)
-    test_classes = None if test_set is None else _test_classes(test_set, labels, names)
+    test_classes = None if test_set is None else _test_classes(test_set, labels, names,
+                                                               getattr(train_set, "classes", None))
 
     needed = _needed(splits, max(sizes))
     n_test = 0 if test_set is None else len(test_classes)
@@ -308,8 +310,22 @@ def _class_names(given, from_data, labels: list[int]) -> list[str]:
     return [str(v) for v in labels]
 
 
-def _test_classes(test_set, labels: list[int], names: list[str]) -> torch.Tensor:
+def _by_name(test_labels: list[int], test_names, train_names) -> list[int]:
+    """Test labels as indices of the training set's classes of the same names (folders of other classes)."""
+    missing = sorted({str(test_names[t]) for t in test_labels} - {str(n) for n in train_names})
+    if missing:
+        raise IntrospectError(f"the test set has class(es) {', '.join(map(repr, missing[:3]))} that the training "
+                              "set lacks; give both sets the same classes (class subfolders)")
+    index = {str(n): i for i, n in enumerate(train_names)}
+    return [index[str(test_names[t])] for t in test_labels]
+
+
+def _test_classes(test_set, labels: list[int], names: list[str], train_names=None) -> torch.Tensor:
     test_labels = dataset_labels(test_set, "the test set")
+    test_names = getattr(test_set, "classes", None)
+    if (train_names and test_names and list(map(str, test_names)) != list(map(str, train_names))
+            and max(test_labels, default=-1) < len(test_names)):
+        test_labels = _by_name(test_labels, test_names, train_names)
     lookup = {v: i for i, v in enumerate(labels)}
     unknown = sorted(set(test_labels) - set(lookup))
     if unknown:

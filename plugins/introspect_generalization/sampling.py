@@ -37,6 +37,11 @@ class Split:
         return torch.cat([idx[:n] for idx in self.order.values()]).sort().values
 
 
+def is_pair(data) -> bool:
+    """Whether ``data`` is a pair ``(images, labels)`` of tensors (not a data set of ``(image, label)``)."""
+    return isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor)
+
+
 def dataset_labels(data, what: str = "data set") -> list[int]:
     """The label of every example of ``data``, without loading images when the data set lists them.
 
@@ -49,7 +54,7 @@ def dataset_labels(data, what: str = "data set") -> list[int]:
     Returns:
         list[int]: one integer label per example.
     """
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+    if is_pair(data):
         images, labels = data
         labels = torch.as_tensor(labels)
         if images.dim() < 2 or labels.dim() != 1 or len(labels) != len(images):
@@ -136,4 +141,4 @@ def per_class_splits(classes: torch.Tensor, per_class: Sequence[int], repeats: i
     return splits
 
 
-__all__ = ["Split", "dataset_labels", "class_index", "check_per_class", "per_class_splits"]
+__all__ = ["Split", "is_pair", "dataset_labels", "class_index", "check_per_class", "per_class_splits"]

@@ -41,20 +41,27 @@ def _xlabel(result) -> str:
             "rotate": "rotation (degrees, counter-clockwise)"}[result.transform]
 
 
+def _by_value(result) -> torch.Tensor:
+    """Indices that put the values in increasing order (the plots need increasing x)."""
+    return torch.sort(result.values, stable=True).indices
+
+
 def distance_plot(result, i: int, size=PLOT_SIZE, legend: str = "right") -> np.ndarray:
     """The distance curves of layer ``i``, one per image (Fig. 5, columns 2 and 3)."""
-    series = {result.image_name(n): result.distance[n, :, i].numpy() for n in range(result.distance.shape[0])}
+    order = _by_value(result)
+    series = {result.image_name(n): result.distance[n, order, i].numpy() for n in range(result.distance.shape[0])}
     title = f"{result.layer_title(i)}: distance to the original, {TITLES[result.transform]}"
-    return line_plot(result.values.numpy(), series, title=title, xlabel=_xlabel(result),
+    return line_plot(result.values[order].numpy(), series, title=title, xlabel=_xlabel(result),
                      ylabel="Euclidean distance", size=size, legend=legend)
 
 
 def probability_plot(result, size=PLOT_SIZE, legend: str = "right") -> np.ndarray:
     """The probability of each image's target class against the value (Fig. 5, column 4)."""
-    series = {f"{result.image_name(n)} ({name})": result.prob[n].numpy()
+    order = _by_value(result)
+    series = {f"{result.image_name(n)} ({name})": result.prob[n, order].numpy()
               for n, name in enumerate(result.target_names)}
     which = "true class" if result.targets_given else "top class of the original"
-    return line_plot(result.values.numpy(), series, title=f"p({which}), {TITLES[result.transform]}",
+    return line_plot(result.values[order].numpy(), series, title=f"p({which}), {TITLES[result.transform]}",
                      xlabel=_xlabel(result), ylabel="probability", size=size, ylim=(0.0, 1.0), legend=legend)
 
 

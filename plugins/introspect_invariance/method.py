@@ -12,10 +12,12 @@ are run in batches, under ``torch.no_grad()`` and in eval mode.
 """
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -230,6 +232,8 @@ def default_layers(model: nn.Module) -> list[str]:
 
 def _class_index(target, classes: list[str] | None, num_classes: int) -> int:
     """A class index from an index, a digit string or a class name (case-insensitive)."""
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        target = int(target)  # numpy integers too
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise IntrospectError(f"target {target!r} is not a class; give a class index or name")
     if isinstance(target, str) and target.strip().lstrip("-").isdigit():
@@ -253,9 +257,9 @@ def image_targets(targets, count: int, classes: list[str] | None, num_classes: i
     """One class index per image from ``targets`` (one for all, or one per image); ``None`` stays None."""
     if targets is None or (isinstance(targets, (list, tuple)) and not targets):
         return None
-    if isinstance(targets, (int, str)):
+    if isinstance(targets, (numbers.Integral, str)):
         targets = [targets]
-    if isinstance(targets, torch.Tensor):
+    if isinstance(targets, (torch.Tensor, np.ndarray)):
         targets = targets.reshape(-1).tolist()
     targets = list(targets)
     if len(targets) == 1:

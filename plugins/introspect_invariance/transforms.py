@@ -149,6 +149,8 @@ def transform_images(x: torch.Tensor, transform: str, values: Sequence[float], f
                               f"{tuple(x.shape)} and {len(values)} values; give one value per image")
     if fill not in FILLS:
         raise IntrospectError(f"unknown fill {fill!r}; use one of {', '.join(FILLS)}")
+    if not values:  # an empty batch
+        return x.clone()
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     exact = x.to(torch.float64)
     theta = _theta(transform, values, hw).to(device=x.device)
@@ -157,7 +159,9 @@ def transform_images(x: torch.Tensor, transform: str, values: Sequence[float], f
     moved = F.grid_sample(torch.cat([exact, inside], 1), grid, mode="bilinear", padding_mode="zeros",
                           align_corners=False)
     image, covered = moved[:, :-1], moved[:, -1:]
-    out = (image + (1.0 - covered) * fill_image(exact, fill, mean, std)).to(x.dtype)
+    # the mean fill is 0 whatever the normalization (so it needs no mean/std of the image's channels)
+    background = torch.zeros_like(exact) if fill == "mean" else fill_image(exact, fill, mean, std)
+    out = (image + (1.0 - covered) * background).to(x.dtype)
     keep = torch.tensor([is_identity(transform, v) for v in values], device=x.device)
     return torch.where(keep[:, None, None, None], x, out)
 
