@@ -41,6 +41,10 @@ def fill_image(x: torch.Tensor, kind: str = "gray", mean: Sequence[float] = (0.4
     """
     if kind not in FILLS:
         raise IntrospectError(f"unknown fill {kind!r}; use one of {', '.join(FILLS)}")
+    if kind == "mean":
+        return torch.zeros_like(x)
+    if kind == "blur":  # needs no normalization
+        return gaussian_blur(x, blur_sigma)
     c = x.shape[-3]
     mean_t = torch.as_tensor(list(mean), dtype=x.dtype, device=x.device)
     std_t = torch.as_tensor(list(std), dtype=x.dtype, device=x.device)
@@ -48,13 +52,8 @@ def fill_image(x: torch.Tensor, kind: str = "gray", mean: Sequence[float] = (0.4
         mean_t, std_t = mean_t.expand(c), std_t.expand(c)
     if mean_t.numel() != c:
         raise IntrospectError(f"normalization has {mean_t.numel()} channels but the image has {c}; check the model's mean/std")
-    shape = (c, 1, 1)
-    if kind == "mean":
-        return torch.zeros_like(x)
-    if kind in ("gray", "zero"):
-        value = 0.5 if kind == "gray" else 0.0
-        return ((value - mean_t) / std_t).reshape(shape).expand_as(x).clone()
-    return gaussian_blur(x, blur_sigma)
+    value = 0.5 if kind == "gray" else 0.0
+    return ((value - mean_t) / std_t).reshape(c, 1, 1).expand_as(x).clone()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

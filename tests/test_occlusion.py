@@ -323,3 +323,17 @@ def test_default_batch_size_follows_the_memory_budget(model, image, monkeypatch)
     one = occlusion(model, image, size=14, stride=5, project=False, batch_size=121)
     torch.testing.assert_close(result.prob, one.prob, rtol=0, atol=1e-6)
     assert method.auto_batch_size(None, 1000) == 64 and method.auto_batch_size(1, 10 ** 6) == 512
+
+
+def test_mean_and_blur_fills_need_no_matching_normalization():
+    """A grey (1-channel) image with the default 3-channel ImageNet statistics: only the fills that
+    are defined through the normalization (gray, zero) refuse it."""
+    from introspect.occluders import gaussian_blur
+
+    x = torch.randn(2, 1, 12, 12)
+    assert torch.equal(fill_image(x, "mean"), torch.zeros_like(x))
+    assert torch.equal(fill_image(x, "blur", blur_sigma=2.0), gaussian_blur(x, 2.0))
+    for kind in ("gray", "zero"):
+        with pytest.raises(IntrospectError, match="normalization has 3 channels"):
+            fill_image(x, kind)
+    assert torch.allclose(fill_image(x, "zero", (0.5,), (0.25,)), torch.full_like(x, -2.0))
