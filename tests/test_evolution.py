@@ -225,6 +225,35 @@ def test_bad_inputs_give_one_line_errors(tmp_path, args, message):
     assert "\n" not in str(info.value)
 
 
+def test_one_image_without_a_batch_dimension_is_a_one_line_error():
+    with pytest.raises(IntrospectError, match=r"\(N, C, H, W\), got shape \(3, 64, 64\)") as info:
+        feature_evolution([make_model(1)], torch.randn(3, 64, 64), "conv2", maps=1)
+    assert "\n" not in str(info.value)
+
+
+def test_channels_as_numpy_or_tensor_integers_are_the_same_maps():
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    models = [make_model(1), make_model(2)]
+    listed = feature_evolution(models, images, "conv2", channels=[4, 1])
+    for given in (np.array([4, 1]), torch.tensor([4, 1])):
+        got = feature_evolution(models, images, "conv2", channels=given)
+        assert got.channels.tolist() == [4, 1]
+        assert torch.equal(got.activation, listed.activation) and torch.equal(got.image_index, listed.image_index)
+    single = feature_evolution(models, images, "conv2", channels=np.int64(1))
+    assert single.channels.tolist() == [1] and torch.equal(single.activation, listed.activation[1:])
+    with pytest.raises(IntrospectError, match="channel 1.5 is not a feature map"):
+        feature_evolution(models, images, "conv2", channels=[1.5])
+
+
+def test_a_file_without_an_architecture_is_not_answered_with_an_option_it_lacks(tmp_path):
+    plain = tmp_path / "epoch_002.pt"
+    torch.save(make_model(2).state_dict(), plain)
+    with pytest.raises(IntrospectError, match="epoch_002.pt does not name its architecture") as info:
+        feature_evolution([save(tmp_path / "epoch_001.pt", make_model(1), 1), plain], torch.randn(2, 3, 64, 64),
+                          "conv1", channels=[0])
+    assert "--arch" not in str(info.value) and "introspect.load_model(path, arch)" in str(info.value)
+
+
 def test_an_image_folder_kept_in_memory_gives_what_streaming_it_gives(tmp_path, monkeypatch):
     from introspect.cli import bundled_image_dir
     from introspect.images import ImageFolderDataset, Preprocess

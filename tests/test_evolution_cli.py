@@ -107,12 +107,14 @@ def test_files_in_column_order_and_bundled_images_by_default(run, tmp_path):
     ("channel", "Error: channel 6 does not exist in layer 'conv2', which has 6 feature maps"),
     ("mismatch", "Error: checkpoint"),
     ("not_a_model", "Error: cannot read model file"),
+    ("state_dict", "Error: checkpoint"),
 ])
 def test_bad_inputs_give_one_line_and_write_nothing(run, tmp_path, case, message):
     out = tmp_path / "out"
     (tmp_path / "empty").mkdir()
     (tmp_path / "epoch_009.pt").write_bytes(b"garbage")
     wide = checkpoint(tmp_path / "wide" / "epoch_004.pt", 4, 4, widths=[4, 8, 6, 6, 4])
+    torch.save(load_model(run / "epoch_001.pt").state_dict(), tmp_path / "plain.pt")
     args = {
         "none": [],
         "missing": [tmp_path / "nope.pt"],
@@ -121,6 +123,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(run, tmp_path, case, message
         "channel": [run, "--layer", "conv2", "--channel", "6"],
         "mismatch": [run, wide],
         "not_a_model": [run / "epoch_001.pt", tmp_path / "epoch_009.pt"],
+        "state_dict": [run / "epoch_001.pt", tmp_path / "plain.pt"],
     }[case]
     result = invoke("evolution", *args, "--out", out)
     assert result.exit_code == 1, result.output
@@ -128,5 +131,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(run, tmp_path, case, message
     assert errors and errors[0].startswith(message) and len(errors) == 1
     assert "Traceback" not in result.output
     assert not out.exists()
+    if case == "state_dict":  # the command has no --arch: the error must not ask for one
+        assert "plain.pt does not name its architecture" in errors[0] and "--arch" not in errors[0]
     if case == "mismatch":
         assert "features.4.weight of shape (8, 4, 5, 5) instead of (6, 4, 5, 5)" in errors[0]

@@ -239,6 +239,39 @@ def test_bad_inputs_raise_one_line():
         assert "\n" not in str(info.value)
 
 
+def test_diverged_weights_are_refused_not_reported_alive():
+    for bad in (float("nan"), float("inf")):
+        weight = torch.randn(3, 3, 5, 5)
+        weight[1, 0, 2, 2] = bad
+        with pytest.raises(IntrospectError, match="NaN or infinite weights") as info:
+            first_layer_filters(conv_net(weight, torch.zeros(3)), torch.rand(2, 3, 9, 9))
+        assert "\n" not in str(info.value)
+    with pytest.raises(IntrospectError, match="NaN or infinite weights"):
+        first_layer_filters(conv_net(torch.randn(3, 3, 5, 5), torch.tensor([0.0, float("nan"), 0.0])))
+
+
+class CountingImages(torch.utils.data.Dataset):
+    """Four random images that count how often they are read."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return torch.rand(3, 9, 9)
+
+
+def test_a_bad_fft_size_fails_before_the_data_is_read():
+    net, images = conv_net(torch.randn(2, 3, 5, 5), torch.zeros(2)), CountingImages()
+    with pytest.raises(IntrospectError, match="smaller than the 5x5 filters"):
+        first_layer_filters(net, images, fft_size=4)
+    assert images.reads == 0
+    assert first_layer_filters(net, images, fft_size=8).images_seen == 4 and images.reads == 4
+
+
 def test_bundled_model_registered_and_exact():
     model = load_model(None)
     assert introspect.first_layer_filters is first_layer_filters

@@ -108,3 +108,19 @@ def test_bad_inputs_give_one_line_and_no_files(tiny_checkpoint, tmp_path, args, 
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_an_unwritable_out_fails_before_the_data_pass(tiny_checkpoint, tmp_path, monkeypatch):
+    import introspect_filters.method as method
+
+    passes = []
+    real = method.max_activation
+    monkeypatch.setattr(method, "max_activation", lambda *a, **k: passes.append(1) or real(*a, **k))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = invoke("filters", tiny_checkpoint, "--out", blocker / "out", "--device", "cpu")
+    assert result.exit_code == 1 and "choose another --out" in result.output and "Traceback" not in result.output
+    assert passes == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    good = invoke("filters", tiny_checkpoint, "--out", tmp_path / "out", "--device", "cpu", "--json")
+    assert good.exit_code == 0 and passes == [1]
+    assert set(json.loads(good.stdout)["files"]) == FILES == {p.name for p in (tmp_path / "out").iterdir()}

@@ -52,7 +52,15 @@ class Checkpoint:
         """The model in eval mode (a file is loaded onto ``device``; a given model is used as it is)."""
         if self.model is not None:
             return self.model
-        return load_model(self.path, device=device)
+        try:
+            return load_model(self.path, device=device)
+        except IntrospectError as exc:
+            if "pass --arch NAME" not in str(exc):
+                raise
+            raise IntrospectError(  # the loader asks for --arch, which this analysis has no use for
+                f"checkpoint {self.source} does not name its architecture (not an introspect checkpoint); pass "
+                "the checkpoints `introspect train` writes, or load each file with introspect.load_model(path, "
+                "arch) and give the models to introspect.feature_evolution") from None
 
 
 def signature_of(model: nn.Module) -> Signature:

@@ -9,6 +9,7 @@ column. Rows are the feature maps, columns the epochs.
 """
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -227,14 +228,18 @@ def _channel_list(channels) -> list[int] | None:
     """Given maps in order, without repeats; None for the default choice."""
     if channels is None:
         return None
-    if isinstance(channels, int) and not isinstance(channels, bool):
-        channels = [channels]
+    if isinstance(channels, bool) or not hasattr(channels, "__iter__") or getattr(channels, "ndim", 1) == 0:
+        channels = [channels]  # one map: an int (or a NumPy / 0-d tensor integer)
     out: list[int] = []
     for c in channels:
-        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+        try:
+            index = operator.index(c) if not isinstance(c, bool) else -1
+        except TypeError:
+            index = -1
+        if index < 0:
             raise IntrospectError(f"channel {c!r} is not a feature map; give non-negative integers, e.g. [0, 5]")
-        if c not in out:
-            out.append(int(c))
+        if index not in out:
+            out.append(index)
     if not out:
         raise IntrospectError("channels is empty; pass None to choose the maps, or at least one channel")
     return out
@@ -344,7 +349,8 @@ def feature_evolution(
 
     Raises:
         IntrospectError: no checkpoints, checkpoints of different architectures or input sizes, an
-            unknown layer, a channel the layer does not have, an empty data set.
+            unknown layer, a channel the layer does not have, an empty data set, a data tensor that is
+            not ``(N, C, H, W)``, a checkpoint file that does not name its architecture.
 
     Example:
         >>> from introspect.images import ImageFolderDataset, Preprocess
@@ -370,6 +376,9 @@ def feature_evolution(
     chosen = _channels_per_layer(channels, last, names)
     if callable(dataset) and not isinstance(dataset, (torch.Tensor, Dataset)):
         dataset = dataset(last)
+    if isinstance(dataset, torch.Tensor) and dataset.dim() != 4:
+        raise IntrospectError(f"a data tensor must be (N, C, H, W), got shape {tuple(dataset.shape)}; "
+                              "give a batch of images (one image x as x[None])")
     paths = getattr(dataset, "paths", None)
     dataset = in_memory(dataset)
     selection = {name: "given" if chosen[name] is not None else f"strongest at epoch {columns[-1].epoch}"

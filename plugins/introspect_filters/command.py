@@ -44,6 +44,7 @@ def filters_command(model, data, layer, batch_size, hf_cutoff, norm_fraction, ff
     """
     from introspect.images import ImageFolderDataset, Preprocess
     from introspect.models import meta_of
+    from introspect.render import OutputDir
 
     from introspect_filters.method import first_layer_filters, resolve_conv
 
@@ -53,12 +54,13 @@ def filters_command(model, data, layer, batch_size, hf_cutoff, norm_fraction, ff
         data = bundled_image_dir()
         note(f"no --data given: using the bundled images ({data})")
     images = ImageFolderDataset(data, Preprocess.from_meta(meta_of(net)))
-    with click.progressbar(length=len(images), label="reading images", file=sys.stderr) as bar:
-        result = first_layer_filters(net, images, layer, batch_size=batch_size, hf_cutoff=hf_cutoff,
-                                     norm_fraction=norm_fraction, fft_size=fft_size,
-                                     progress=lambda done, total: bar.update(done - bar.pos))
-    files = result.save(out)
-    summary = result.to_dict() | {"data": str(data), "out": str(out), "files": sorted(p.name for p in files)}
+    with OutputDir(out) as od:  # checked before the data pass; nothing written if it fails
+        with click.progressbar(length=len(images), label="reading images", file=sys.stderr) as bar:
+            result = first_layer_filters(net, images, layer, batch_size=batch_size, hf_cutoff=hf_cutoff,
+                                         norm_fraction=norm_fraction, fft_size=fft_size,
+                                         progress=lambda done, total: bar.update(done - bar.pos))
+        files = result.save(out, od)
+    summary = result.to_dict() | {"data": str(data), "out": str(out), "files": sorted(files)}
     emit(summary, as_json, "\n".join(report_lines(result, summary) + [f"wrote {len(files)} files to {out}"]))
 
 

@@ -19,8 +19,8 @@ from introspect.core import attach, eval_mode, resolve_layer
 from introspect.core.layers import alias_of
 from introspect.errors import IntrospectError
 
-from introspect_filters.spectrum import (HF_CUTOFF, aliasing_mask, band_fraction, frequencies, high_frequency_mask,
-                                         power_spectrum)
+from introspect_filters.spectrum import (HF_CUTOFF, aliasing_mask, band_fraction, frequencies, grid_size,
+                                         high_frequency_mask, power_spectrum)
 
 #: A filter whose norm is below this fraction of the layer's median filter norm is dead ("negligible norm").
 NORM_FRACTION = 0.05
@@ -129,27 +129,31 @@ class FiltersResult:
         return csv_text([{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
                          for row in self.rows()], columns)
 
-    def save(self, out) -> list:
+    def save(self, out, od=None) -> list:
         """Write ``filters.png``, ``spectrum.png``, ``filters.npy``, ``report.csv`` and ``result.json``.
 
         ``filters.npy`` holds the weights ``(C_out, C_in, kh, kw)``; ``spectrum.npy`` the shifted power
-        spectra ``(C_out, Ph, Pw)``. Nothing is written on error.
+        spectra ``(C_out, Ph, Pw)``. Nothing is written on error. With ``od`` (an open
+        :class:`introspect.render.OutputDir`) the files go there.
 
         Returns:
-            list[Path]: the files written.
+            list[Path]: the files written (their names when ``od`` is given).
         """
         from introspect.render import OutputDir
 
         from introspect_filters.figure import filters_picture, spectrum_picture
 
-        with OutputDir(out) as od:
-            od.save_png("filters.png", filters_picture(self))
-            od.save_png("spectrum.png", spectrum_picture(self))
-            od.save_npy("filters.npy", self.weights)
-            od.save_npy("spectrum.npy", self.spectrum)
-            od.path("report.csv").write_text(self.csv_text(), encoding="utf-8")
-            od.save_json("result.json", self.to_dict())
-        return od.files
+        if od is None:
+            with OutputDir(out) as own:
+                self.save(out, own)
+            return own.files
+        od.save_png("filters.png", filters_picture(self))
+        od.save_png("spectrum.png", spectrum_picture(self))
+        od.save_npy("filters.npy", self.weights)
+        od.save_npy("spectrum.npy", self.spectrum)
+        od.save_text("report.csv", self.csv_text())
+        od.save_json("result.json", self.to_dict())
+        return ["filters.png", "spectrum.png", "filters.npy", "spectrum.npy", "report.csv", "result.json"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,8 +290,9 @@ def first_layer_filters(model: nn.Module, dataset=None, layer: str | nn.Module |
         energy per filter, spectra, and the summary numbers.
 
     Raises:
-        IntrospectError: the layer is not a ``Conv2d``, the data set is empty, the images do not fit
-            the model, or a threshold is out of range.
+        IntrospectError: the layer is not a ``Conv2d`` or has NaN/infinite weights, the data set is empty,
+            the images do not fit the model, or a threshold or ``fft_size`` is out of range (checked
+            before the data pass).
 
     Example:
         >>> from introspect.cli import bundled_image_dir
@@ -309,6 +314,10 @@ def first_layer_filters(model: nn.Module, dataset=None, layer: str | nn.Module |
     weights = conv.weight.detach().cpu().float().clone()
     bias = conv.bias.detach().cpu().float().clone() if conv.bias is not None else None
     stride = (int(conv.stride[0]), int(conv.stride[1]))
+    if not torch.isfinite(weights).all() or (bias is not None and not torch.isfinite(bias).all()):
+        raise IntrospectError(f"layer {name!r} has NaN or infinite weights (a diverged training run?); "
+                              "pass a checkpoint from before it diverged")
+    grid_size(tuple(weights.shape[-2:]), fft_size)  # a bad fft_size fails before the data pass
     peak, seen = (None, 0) if dataset is None else max_activation(model, name, dataset, batch_size, progress)
     norm = weights.flatten(1).double().norm(dim=1).float()
     reasons = dead_reasons(norm, peak, norm_fraction)
