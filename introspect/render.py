@@ -471,12 +471,15 @@ def save_png(path: str | os.PathLike, array: Any) -> Path:
 
 
 def jsonable(obj: Any) -> Any:
-    """``obj`` with numpy/torch scalars and arrays, tuples, sets and paths turned into JSON types.
+    """``obj`` with numpy/torch scalars and arrays, tuples, sets and paths turned into JSON types;
+    NaN and infinities become ``None`` (JSON ``null``: strict JSON has no NaN).
 
     Example:
-        >>> jsonable({np.int64(1): (np.float32(0.5), torch.tensor([1, 2]))})
-        {1: [0.5, [1, 2]]}
+        >>> jsonable({np.int64(1): (np.float32(0.5), torch.tensor([1, 2]), float("nan"))})
+        {1: [0.5, [1, 2], None]}
     """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {(k.item() if isinstance(k, np.generic) else k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -484,9 +487,9 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(jsonable(v) for v in obj)
     if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
+        return jsonable(obj.tolist())
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().tolist()
+        return jsonable(obj.detach().cpu().tolist())
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
@@ -630,7 +633,7 @@ class OutputDir:
     def save_json(self, name: str, obj: Any) -> Path:
         """Save ``obj`` as indented JSON (numpy/torch values converted by :func:`jsonable`)."""
         target = self.path(name)
-        target.write_text(json.dumps(jsonable(obj), indent=2) + "\n", encoding="utf-8")
+        target.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return target
 
     def save_csv(self, name: str, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:

@@ -86,6 +86,8 @@ def test_channels_and_fewer_images_than_k():
         top_k(model, data, "conv5", channels=[12])
     with pytest.raises(IntrospectError, match="positive"):
         top_k(model, data, "conv5", k=0)
+    with pytest.raises(IntrospectError, match=r"N x C x H x W, got shape \(3, 64, 64\).*x\[None\]"):
+        top_k(model, data[0], "conv5")
 
 
 def test_memory_stays_constant_while_streaming():

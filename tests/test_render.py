@@ -276,6 +276,9 @@ def test_save_png_is_atomic_and_checks_input(tmp_path):
 
 def test_jsonable():
     assert jsonable({np.int64(1): (np.float32(0.5), torch.tensor([1, 2]))}) == {1: [0.5, [1, 2]]}
+    # strict JSON has no NaN or infinity: they become null, also inside arrays and tensors
+    assert jsonable([float("nan"), np.float32("inf"), torch.tensor([1.0, float("-inf")]), np.array([np.nan])]) == \
+        [None, None, [1.0, None], [None]]
     assert jsonable({"s": {3, 1}, "a": np.eye(2, dtype=np.uint8)}) == {"s": [1, 3], "a": [[1, 0], [0, 1]]}
 
 

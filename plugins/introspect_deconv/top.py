@@ -247,6 +247,9 @@ def _item(dataset, index: int) -> torch.Tensor:
 
 
 def _length(dataset, limit: int | None) -> int:
+    if isinstance(dataset, torch.Tensor) and dataset.dim() != 4:
+        raise IntrospectError(f"a data set given as a tensor must be N x C x H x W, got shape {tuple(dataset.shape)}; "
+                              "for one image add a batch dimension (x[None])")
     try:
         n = len(dataset)
     except TypeError:
