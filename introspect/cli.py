@@ -144,7 +144,7 @@ class PhaseBars:
 def emit(obj, as_json: bool, text: str | None = None) -> None:
     """Print ``obj`` as JSON (``--json``) or ``text`` for a person."""
     if as_json:
-        from introspect.render import jsonable
+        from introspect.output import jsonable
 
         click.echo(json.dumps(jsonable(obj), indent=2, default=_json_default, allow_nan=False))
     elif text is not None:

@@ -285,7 +285,7 @@ def test_jsonable():
 def test_output_dir_reports_unwritable_folder(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
-    monkeypatch.setattr("introspect.render.os.access", lambda path, mode: False)
+    monkeypatch.setattr("introspect.output.os.access", lambda path, mode: False)
     with pytest.raises(IntrospectError) as excinfo:
         with OutputDir(out):
             pytest.fail("the body must not run")
