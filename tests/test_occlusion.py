@@ -311,13 +311,14 @@ def test_a_container_layer_whose_last_traced_op_is_not_its_output_is_still_read_
 
 
 def test_default_batch_size_follows_the_memory_budget(model, image, monkeypatch):
+    import introspect.core.sweep
     import introspect_occlusion.method as method
-    from introspect_occlusion.incremental import IncrementalModel, Sweep
+    from introspect.core.incremental import IncrementalModel, Sweep
 
     ys = torch.arange(0, 64 - 14 + 1, 5)
     engine = IncrementalModel(model, image)
     per_position = engine.bytes_per_position(engine.plan(Sweep(ys.repeat_interleave(11), ys.repeat(11), (14, 14))))
-    monkeypatch.setattr(method, "AUTO_BATCH_BYTES", 10 * per_position + 1)
+    monkeypatch.setattr(introspect.core.sweep, "AUTO_BATCH_BYTES", 10 * per_position + 1)
     result = occlusion(model, image, size=14, stride=5, project=False)
     assert result.stats["batch_size"] == 10
     one = occlusion(model, image, size=14, stride=5, project=False, batch_size=121)

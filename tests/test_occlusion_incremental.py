@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from introspect.models import alexnet, zfnet
-from introspect_occlusion.incremental import IncrementalModel, Sweep, local_response_norm
+from introspect.core.incremental import IncrementalModel, Sweep, local_response_norm
 
 
 def grid_sweep(hw, size, stride):

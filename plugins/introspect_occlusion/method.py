@@ -8,7 +8,6 @@ layers, and the pass is incremental (see :mod:`introspect_occlusion.incremental`
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -22,7 +21,7 @@ from introspect.errors import IntrospectError, closest
 from introspect.models import meta_of
 from introspect.occluders import FILLS, fill_image
 
-from introspect_occlusion.incremental import IncrementalModel, Step, Sweep
+from introspect.core.sweep import AUTO_BATCH_BYTES, SweepRunner, Sweep, auto_batch_size, prepare_engine
 
 #: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
 PAPER_INPUT, PAPER_SIZE, PAPER_STRIDE = 224, 50, 10
@@ -54,7 +53,8 @@ class OcclusionResult:
         aliases (list[str | None]): the paper's name of each layer (``conv5``), where it has one.
         classes (list[str] | None): class names of the model, if it has them.
         mean, std (tuple[float, ...]): the input normalization (to show the image).
-        mode (str): ``incremental``, ``approximate`` or ``full`` (whole forward passes), and
+        mode (str): ``incremental``, ``approximate``, ``full`` (whole forward passes) or ``mixed`` (the
+            cost model timed both on a few positions; ``stats["chosen"]`` ran the rest), and
             ``fallback`` the reason when the incremental path could not be used.
         tau (float | None): the projective-field threshold of the approximate mode.
         approx_error (dict | None): approximate mode only: errors against exact incremental inference
@@ -282,7 +282,7 @@ def occlusion(
     batch_size: int | None = None,
     approximate: float | None = None,
     check_positions: int = 16,
-    incremental: bool = True,
+    incremental: bool | None = None,
     project: bool = True,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -299,10 +299,12 @@ def occlusion(
     both have windows.) The occluded image is ``fill_image(image, fill)`` inside the square and the
     image outside (:mod:`introspect.occluders`).
 
-    Passes are incremental: each layer's output for the clean image is kept, and for a batch of
-    positions only the part of each layer that the occluder can change is recomputed (see
-    :mod:`introspect_occlusion.incremental`); the maps equal full forward passes to float rounding.
-    Models ``torch.fx`` cannot trace run whole forward passes instead (``mode == "full"``).
+    Passes are incremental where that pays: each layer's output for the clean image is kept, and for
+    a batch of positions only the part of each layer that the occluder can change is recomputed (see
+    :mod:`introspect.core.incremental`); the maps equal full forward passes to float rounding. A cost
+    model (:mod:`introspect.core.sweep`) runs batched whole passes instead where gathering the changed
+    windows would cost more than it saves (``mode`` is then ``full``, or ``mixed`` when both paths were
+    timed on a few positions). Models ``torch.fx`` cannot trace run whole forward passes (``mode == "full"``).
 
     Memory: everything runs under ``torch.no_grad()`` (except the projection, one backward pass of
     the clean image). Peak memory is the clean image's cached layer outputs plus ``batch_size`` times
@@ -332,7 +334,10 @@ def occlusion(
             side); default ``None``, exact.
         check_positions (int): approximate mode: positions (evenly spread) re-run exactly to report
             the error (default 16; 0 to skip).
-        incremental (bool): ``False`` runs whole forward passes (batched), for comparison.
+        incremental (bool | None): ``None`` (default): the cost model of :mod:`introspect.core.sweep`
+            picks incremental inference or batched whole passes from the work fraction and the
+            measured gathering overhead; ``True``: incremental inference (when the model traces);
+            ``False``: whole forward passes (batched), for comparison.
         project (bool): compute the deconvnet projections of panel (c) (default True).
         mean, std (sequence of float | None): the input normalization; default the model's metadata.
         blur_sigma (float): Gaussian sigma for ``fill="blur"``.
@@ -352,6 +357,57 @@ def occlusion(
         (torch.Size([1, 18, 18]), torch.Size([18, 18]))
         >>> result.save("occlusion-out")
     """
+    args = _check_arguments(model, image, size, stride, fill, batch_size, approximate, layers, mean, std)
+    with eval_mode(model):
+        clean = _clean_pass(model, args, targets, channels)
+        run = _run(model, args, clean, incremental, approximate, check_positions, blur_sigma, progress)
+        projection = _projections(model, args.x, args.layer_names, clean.channels) if project else None
+    return _package(model, args, clean, run, projection, approximate)
+
+
+@dataclass
+class _Arguments:
+    """The checked arguments of one sweep."""
+
+    x: torch.Tensor
+    fill: str
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    ys: torch.Tensor
+    xs: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    layer_names: list[str]
+    batch_size: int | None
+
+
+@dataclass
+class _Clean:
+    """What the unoccluded image gave: logits, probabilities, layer outputs, targets, channels."""
+
+    logits: torch.Tensor
+    prob: torch.Tensor
+    layers: dict
+    targets: list[int]
+    channels: list[int]
+
+
+@dataclass
+class _Run:
+    """The maps of the sweep and how they were computed."""
+
+    prob: torch.Tensor
+    label: torch.Tensor
+    label_prob: torch.Tensor
+    activation: torch.Tensor
+    mode: str
+    fallback: str | None
+    error: dict | None
+    stats: dict
+
+
+def _check_arguments(model, image, size, stride, fill, batch_size, approximate, layers, mean, std) -> _Arguments:
+    """Every argument checked (one-line errors), the image batched and on the model's device."""
     if not isinstance(image, torch.Tensor):
         raise IntrospectError(f"image must be a tensor (1 x C x H x W), got {type(image).__name__}; "
                               "load it with introspect.load_image")
@@ -376,100 +432,88 @@ def occlusion(
     stride = _pair(d_stride if stride is None else stride, "stride")
     ys, xs = positions(hw, size, stride)
     meta = meta_of(model)
-    mean = tuple(mean if mean is not None else meta.mean)
-    std = tuple(std if std is not None else meta.std)
     layer_names = [resolve_layer(model, layer)[0] for layer in _as_list(layers, lambda: last_conv_layer(model))]
-    layer_names = list(dict.fromkeys(layer_names))
+    return _Arguments(x, fill, size, stride, ys, xs, tuple(mean if mean is not None else meta.mean),
+                      tuple(std if std is not None else meta.std), list(dict.fromkeys(layer_names)), batch_size)
 
-    with eval_mode(model):
-        with torch.no_grad(), attach(model, layer_names) as rec:
-            logits = rec.forward(x)
-        clean_layers = dict(rec.activations)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise IntrospectError(f"occlusion needs a classifier whose output is N x classes, got {shape}; "
-                                  "wrap the model to return class scores")
-        missing = [n for n in layer_names if n not in clean_layers]
-        if missing:
-            raise IntrospectError(f"layer {missing[0]!r} did not run in the forward pass; "
-                                  "choose another --layer (see `introspect layers`)")
-        clean_prob = torch.softmax(logits.float(), 1)[0]
-        targets = list(dict.fromkeys(resolve_targets(targets, meta.classes, logits.shape[1], int(clean_prob.argmax()))))
-        if channels is None:
-            channels = [strongest_channel(clean_layers[n]) for n in layer_names]
-        channels = [int(c) for c in channels]
-        if len(channels) != len(layer_names):
-            raise IntrospectError(f"got {len(channels)} channels for {len(layer_names)} layers; "
-                                  "give one channel per layer")
-        for n, c in zip(layer_names, channels):
-            if not 0 <= c < clean_layers[n].shape[1]:
-                raise IntrospectError(f"channel {c} is out of range for layer {n!r}; "
-                                      f"choose one of 0..{clean_layers[n].shape[1] - 1}")
-        fill_t = fill_image(x, fill, mean, std, blur_sigma)
-        sweep = Sweep(ys.repeat_interleave(len(xs)).to(x.device), xs.repeat(len(ys)).to(x.device), size)
-        start = time.perf_counter()
-        engine, fallback = None, None
-        if incremental:
-            engine, fallback = _engine(model, x, logits, layer_names, clean_layers)
-        steps = engine.plan(sweep, approximate) if engine is not None else None
-        if batch_size is None:
-            per_position = engine.bytes_per_position(steps) if engine is not None else None
-            batch_size = auto_batch_size(per_position, len(sweep.ys))
-        runner = _Runner(model, x, fill_t, sweep, layer_names, channels, clean_layers, targets, batch_size)
-        if engine is not None:
-            engine.precompute(steps, batch_size)
-            out = runner.incremental(engine, steps, progress)
-            mode = "approximate" if approximate is not None else "incremental"
-            work = _work(engine, steps, len(sweep.ys))
-        else:
-            out = runner.full(progress)
-            mode, work = "full", {}
-        seconds = time.perf_counter() - start
-        error = None
-        if engine is not None and approximate is not None and check_positions > 0:
-            error = _approx_error(engine, runner, out, check_positions)
-        projection = _projections(model, x, layer_names, channels) if project else None
 
-    py, px = len(ys), len(xs)
-    prob, label, label_prob, acts = out
+def _clean_pass(model, args: _Arguments, targets, channels) -> _Clean:
+    """One pass of the unoccluded image: the logits, the layers read out, the targets and channels."""
+    with torch.no_grad(), attach(model, args.layer_names) as rec:
+        logits = rec.forward(args.x)
+    clean_layers = dict(rec.activations)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise IntrospectError(f"occlusion needs a classifier whose output is N x classes, got {shape}; "
+                              "wrap the model to return class scores")
+    missing = [n for n in args.layer_names if n not in clean_layers]
+    if missing:
+        raise IntrospectError(f"layer {missing[0]!r} did not run in the forward pass; "
+                              "choose another --layer (see `introspect layers`)")
+    prob = torch.softmax(logits.float(), 1)[0]
+    meta = meta_of(model)
+    targets = list(dict.fromkeys(resolve_targets(targets, meta.classes, logits.shape[1], int(prob.argmax()))))
+    if channels is None:
+        channels = [strongest_channel(clean_layers[n]) for n in args.layer_names]
+    channels = [int(c) for c in channels]
+    if len(channels) != len(args.layer_names):
+        raise IntrospectError(f"got {len(channels)} channels for {len(args.layer_names)} layers; "
+                              "give one channel per layer")
+    for n, c in zip(args.layer_names, channels):
+        if not 0 <= c < clean_layers[n].shape[1]:
+            raise IntrospectError(f"channel {c} is out of range for layer {n!r}; "
+                                  f"choose one of 0..{clean_layers[n].shape[1] - 1}")
+    return _Clean(logits, prob, clean_layers, targets, channels)
+
+
+def _run(model, args: _Arguments, clean: _Clean, incremental, approximate, check_positions, blur_sigma,
+         progress) -> _Run:
+    """The sweep: incremental inference or whole passes (the cost model of
+    :mod:`introspect.core.sweep` when ``incremental`` is ``None``), the maps collected."""
+    x = args.x
+    fill_t = fill_image(x, args.fill, args.mean, args.std, blur_sigma)
+    sweep = Sweep(args.ys.repeat_interleave(len(args.xs)).to(x.device), args.xs.repeat(len(args.ys)).to(x.device),
+                  args.size)
+    start = time.perf_counter()
+    engine, fallback = None, None
+    if incremental is not False or approximate is not None:
+        engine, fallback = prepare_engine(model, x, clean.logits, args.layer_names, clean.layers)
+    readouts = {n: _Readout(clean.layers[n], c) for n, c in zip(args.layer_names, clean.channels)}
+    runner = SweepRunner(model, x, fill_t, sweep, engine, args.layer_names,
+                         lambda name, state, batch: readouts[name](state, batch),
+                         None if approximate is None else float(approximate), args.batch_size)
+    path = "full" if incremental is False else ("incremental" if incremental or approximate is not None else "auto")
+    logits = runner.run(path, progress)
+    seconds = time.perf_counter() - start
+    prob, label, label_prob, acts = _collect(logits, readouts.values(), clean.targets)
+    error = None
+    if engine is not None and approximate is not None and check_positions > 0:
+        error = _approx_error(runner, (prob, label, label_prob, acts), clean, check_positions)
+    mode = {"incremental": "approximate" if approximate is not None else "incremental"}.get(runner.path, runner.path)
+    stats = {"positions": len(sweep.ys), "seconds": round(seconds, 4), "device": str(x.device), **runner.stats}
+    if runner.path == "mixed":
+        stats["chosen"] = runner.chosen
+    return _Run(prob, label, label_prob, acts, mode, fallback, error, stats)
+
+
+def _package(model, args: _Arguments, clean: _Clean, run: _Run, projection, approximate) -> OcclusionResult:
+    """The result: maps shaped ``Py x Px``, names and metadata."""
+    meta = meta_of(model)
+    py, px = len(args.ys), len(args.xs)
+    names = args.layer_names
     return OcclusionResult(
-        input=x.detach().cpu(), size=size, stride=stride, fill=fill, ys=ys, xs=xs,
-        targets=targets, target_names=[meta.class_name(t) for t in targets],
-        prob=prob.reshape(len(targets), py, px), label=label.reshape(py, px),
-        label_prob=label_prob.reshape(py, px), clean_prob=clean_prob.cpu(),
-        layers=layer_names, channels=channels, activation=acts.reshape(len(layer_names), py, px),
-        clean_activation=torch.stack([_totals(clean_layers[n], c)[0]
-                                      for n, c in zip(layer_names, channels)]).float().cpu(),
-        projection=projection, aliases=[alias_of(model, n) for n in layer_names],
-        classes=list(meta.classes) if meta.classes else None, mean=mean, std=std,
-        mode=mode, fallback=fallback, tau=None if approximate is None else float(approximate), approx_error=error,
-        stats={"positions": py * px, "batch_size": batch_size, "seconds": round(seconds, 4),
-               "device": str(x.device), **work},
+        input=args.x.detach().cpu(), size=args.size, stride=args.stride, fill=args.fill, ys=args.ys, xs=args.xs,
+        targets=clean.targets, target_names=[meta.class_name(t) for t in clean.targets],
+        prob=run.prob.reshape(len(clean.targets), py, px), label=run.label.reshape(py, px),
+        label_prob=run.label_prob.reshape(py, px), clean_prob=clean.prob.cpu(),
+        layers=names, channels=clean.channels, activation=run.activation.reshape(len(names), py, px),
+        clean_activation=torch.stack([_totals(clean.layers[n], c)[0]
+                                      for n, c in zip(names, clean.channels)]).float().cpu(),
+        projection=projection, aliases=[alias_of(model, n) for n in names],
+        classes=list(meta.classes) if meta.classes else None, mean=args.mean, std=args.std,
+        mode=run.mode, fallback=run.fallback, tau=None if approximate is None else float(approximate),
+        approx_error=run.error, stats=run.stats,
     )
-
-
-class _TotalHook:
-    """A forward hook that sums one feature map per batch element as soon as the layer has run."""
-
-    def __init__(self, channel: int):
-        self.channel = channel
-        self.values: list[torch.Tensor] = []
-
-    def __call__(self, module, inputs, output):
-        value = output[0] if isinstance(output, (tuple, list)) else output
-        self.values.append(_totals(value.detach(), self.channel))
-
-
-#: Memory for the windows and patches of one batch when ``batch_size`` is not given.
-AUTO_BATCH_BYTES = 512 * 2 ** 20
-
-
-def auto_batch_size(bytes_per_position: int | None, positions: int) -> int:
-    """Positions per batch: as many as fit in :data:`AUTO_BATCH_BYTES` (at most 512, at least 1);
-    64 when the size of a position is unknown (whole forward passes)."""
-    if bytes_per_position is None:
-        return min(64, positions)
-    return int(max(1, min(512, positions, AUTO_BATCH_BYTES // bytes_per_position)))
 
 
 def _as_list(value, default: Callable):
@@ -480,94 +524,29 @@ def _as_list(value, default: Callable):
     return list(value)
 
 
-def _engine(model, x, logits, layer_names, clean_layers):
-    """An :class:`IncrementalModel`, or ``(None, reason)`` when the model cannot run incrementally."""
-    leaves: list[str] = []
-    for _ in range(2):
-        try:
-            engine = IncrementalModel(model, x, layer_names, leaves)
-        except Exception as exc:  # untraceable code, unusual outputs: whole passes are still exact
-            return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
-        out = engine.logits
-        if not isinstance(out, torch.Tensor) or out.shape != logits.shape or not torch.allclose(
-                out, logits, rtol=1e-4, atol=1e-5 * float(logits.abs().max()) + 1e-6):
-            return None, "the traced graph does not reproduce the model's output"
-        bad = engine.check_layers(clean_layers)
-        if not bad:
-            return engine, None
-        leaves = bad
-    return None, f"layer {bad[0]!r} could not be located in the traced graph"
+def _collect(logits: torch.Tensor, readouts, targets: list[int]):
+    """Target probabilities ``T x P``, top labels and their probabilities (``P``), activations ``L x P``."""
+    prob = torch.softmax(logits.float(), 1)
+    top = prob.max(1)
+    t = torch.as_tensor(targets, device=prob.device)
+    readouts = list(readouts)
+    acts = torch.stack([torch.cat(r.values) for r in readouts]) if readouts else torch.zeros(0, len(prob))
+    return prob[:, t].T.cpu(), top.indices.cpu(), top.values.cpu(), acts.float().cpu()
 
 
-class _Runner:
-    """Runs the batches of a sweep and collects the maps."""
-
-    def __init__(self, model, x, fill, sweep, layer_names, channels, clean_layers, targets, batch_size):
-        self.model, self.x, self.fill, self.sweep = model, x, fill, sweep
-        self.layer_names, self.channels, self.targets = layer_names, channels, targets
-        self.clean_layers, self.batch_size = clean_layers, batch_size
-
-    def _collect(self, logits_batches, readouts):
-        prob = torch.cat([torch.softmax(lg.float(), 1) for lg in logits_batches])
-        top = prob.max(1)
-        t = torch.as_tensor(self.targets, device=prob.device)
-        acts = torch.stack([torch.cat(r.values) for r in readouts]) if readouts else torch.zeros(0, len(prob))
-        return prob[:, t].T.cpu(), top.indices.cpu(), top.values.cpu(), acts.float().cpu()
-
-    def incremental(self, engine: IncrementalModel, steps: dict, progress):
-        readouts = [_Readout(self.clean_layers[n], c) for n, c in zip(self.layer_names, self.channels)]
-        by_name = dict(zip(self.layer_names, readouts))
-        n = len(self.sweep.ys)
-        logits = []
-        for a in range(0, n, self.batch_size):
-            b = min(n, a + self.batch_size)
-            with torch.no_grad():
-                logits.append(engine.run(steps, self.fill, a, b,
-                                         lambda name, state, batch: by_name[name](state, batch)))
-            if progress is not None:
-                progress(b - a)
-        return self._collect(logits, readouts)
-
-    def full(self, progress):
-        """Whole forward passes of batches of occluded images (models that cannot be traced)."""
-        n = len(self.sweep.ys)
-        sh, sw = self.sweep.box
-        logits = []
-        hooks = [_TotalHook(c) for c in self.channels]
-        with contextlib.ExitStack() as stack:
-            for name, hook in zip(self.layer_names, hooks):
-                stack.callback(resolve_layer(self.model, name)[1].register_forward_hook(hook).remove)
-            for a in range(0, n, self.batch_size):
-                b = min(n, a + self.batch_size)
-                batch = self.x.expand(b - a, *self.x.shape[1:]).clone()
-                for i in range(b - a):
-                    y0, x0 = int(self.sweep.ys[a + i]), int(self.sweep.xs[a + i])
-                    batch[i, :, y0:y0 + sh, x0:x0 + sw] = self.fill[0, :, y0:y0 + sh, x0:x0 + sw]
-                with torch.no_grad():
-                    logits.append(self.model(batch))
-                for hook in hooks:  # a module called twice per pass keeps its last output
-                    calls = len(hook.values) - len(logits) + 1
-                    if calls > 1:
-                        del hook.values[-calls:-1]
-                if progress is not None:
-                    progress(b - a)
-        prob, label, label_prob, _ = self._collect(logits, [])
-        act = torch.stack([torch.cat(h.values) for h in hooks]).float().cpu() if hooks else torch.zeros(0, n)
-        return prob, label, label_prob, act
-
-
-def _approx_error(engine: IncrementalModel, runner: _Runner, approx_out, count: int) -> dict:
+def _approx_error(runner: SweepRunner, approx_out, clean: _Clean, count: int) -> dict:
     """Exact incremental inference on ``count`` evenly spread positions, against the approximation."""
-    n = len(runner.sweep.ys)
+    sweep = runner.sweep
+    n = len(sweep.ys)
     idx = torch.linspace(0, n - 1, min(count, n)).round().long().unique()
-    sub = Sweep(runner.sweep.ys[idx.to(runner.sweep.ys.device)], runner.sweep.xs[idx.to(runner.sweep.xs.device)],
-                runner.sweep.box)
-    exact_runner = _Runner(runner.model, runner.x, runner.fill, sub, runner.layer_names, runner.channels,
-                           runner.clean_layers, runner.targets, runner.batch_size)
-    prob, label, _, acts = exact_runner.incremental(engine, engine.plan(sub, None, runner.batch_size), None)
+    sub = Sweep(sweep.ys[idx.to(sweep.ys.device)], sweep.xs[idx.to(sweep.xs.device)], sweep.box)
+    readouts = {name: _Readout(clean.layers[name], c) for name, c in zip(runner.layers, clean.channels)}
+    exact = SweepRunner(runner.model, runner.x, runner.fill, sub, runner.engine, runner.layers,
+                        lambda name, state, batch: readouts[name](state, batch), None, runner.batch_size)
+    prob, label, _, acts = _collect(exact.run("incremental"), readouts.values(), clean.targets)
     a_prob, a_label, _, a_acts = approx_out
-    scale = torch.stack([_totals(runner.clean_layers[n_], c)[0] for n_, c in
-                         zip(runner.layer_names, runner.channels)]).abs().float().cpu().clamp(min=1e-12)
+    scale = torch.stack([_totals(clean.layers[n_], c)[0] for n_, c in
+                         zip(runner.layers, clean.channels)]).abs().float().cpu().clamp(min=1e-12)
     act_err = ((a_acts[:, idx] - acts).abs().max(1).values / scale) if len(acts) else torch.zeros(0)
     return {
         "checked_positions": int(len(idx)),
@@ -576,38 +555,6 @@ def _approx_error(engine: IncrementalModel, runner: _Runner, approx_out, count: 
         "label_agreement": float((a_label[idx] == label).float().mean()),
         "activation_max_rel": [float(v) for v in act_err],
     }
-
-
-def _work(engine: IncrementalModel, steps: dict[object, Step], count: int) -> dict:
-    """Multiply-adds of convolutions and linear layers: computed incrementally vs whole passes."""
-    full = done = 0
-    for node, step in steps.items():
-        macs = _node_macs(engine, node)
-        if not macs:
-            continue
-        out = engine.cache[node]
-        per_unit = macs / max(1, out[0, 0].numel() if out.dim() == 4 else 1)
-        full += macs * count
-        if step.kind == "full":
-            done += macs * count
-        elif step.kind == "win":
-            done += per_unit * step.window.area * count
-    return {"macs_full": int(full), "macs_incremental": int(done),
-            "work_fraction": round(done / full, 4) if full else None}
-
-
-def _node_macs(engine: IncrementalModel, node) -> int:
-    """Multiply-adds of one image through a convolution or linear node (0 for anything else)."""
-    if node.op != "call_module":
-        return 0
-    module = engine.gm.get_submodule(node.target)
-    out = engine.cache[node]
-    if isinstance(module, nn.Conv2d):
-        k = module.kernel_size[0] * module.kernel_size[1]
-        return int(out[0].numel() * module.in_channels // module.groups * k)
-    if isinstance(module, nn.Linear):
-        return int(out[0].numel() * module.in_features)
-    return 0
 
 
 def _projections(model, x, layer_names, channels) -> torch.Tensor:

@@ -179,6 +179,7 @@ class Step:
     operand: fx.Node | None = None  # point: the windowed input
     dim: int = 1  # cat
     gathers: dict = field(default_factory=dict)  # slide / nary / cat: operand -> Gather (None: as is)
+    patches: torch.Tensor | None = None  # input: the sweep's own window contents (``Sweep.patches``)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,11 +232,30 @@ def _call(gm: fx.GraphModule, node: fx.Node, args, kwargs):
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Sweep:
-    """Occluder boxes of one sweep: top-left corners ``(ys[i], xs[i])``, size ``box``."""
+    """Occluder boxes of one sweep: top-left corners ``(ys[i], xs[i])``, size ``box``.
+
+    By default position ``i`` holds the fill's pixels inside its box. ``patches`` (``N x C x h x w``,
+    ``(h, w) == box``), when given, is the content of each box instead: what the input holds there at
+    position ``i`` (an occluder clipped at the border or covering some channels only is a box whose
+    patch mixes the fill and the image).
+    """
 
     ys: torch.Tensor  # (N,) long
     xs: torch.Tensor  # (N,) long
     box: tuple[int, int]
+    patches: torch.Tensor | None = None
+
+    def occluded(self, image: torch.Tensor, fill: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """``(b - a) x C x H x W``: the occluded images of positions ``a:b`` (whole forward passes)."""
+        h, w = self.box
+        batch = image.expand(b - a, *image.shape[1:]).clone()
+        for i in range(b - a):
+            y0, x0 = int(self.ys[a + i]), int(self.xs[a + i])
+            if self.patches is not None:
+                batch[i, :, y0:y0 + h, x0:x0 + w] = self.patches[a + i]
+            else:
+                batch[i, :, y0:y0 + h, x0:x0 + w] = fill[0, :, y0:y0 + h, x0:x0 + w]
+        return batch
 
 
 class IncrementalModel:
@@ -395,7 +415,8 @@ class IncrementalModel:
             if node.op == "placeholder" and first:
                 first = False
                 steps[node] = Step("win", "input", Window(sweep.box, sweep.ys, sweep.xs,
-                                                           tuple(self.image.shape[-2:])))
+                                                           tuple(self.image.shape[-2:])),
+                                   patches=sweep.patches)
                 continue
             if not self.depends[node]:
                 steps[node] = Step("const")
@@ -580,6 +601,8 @@ class IncrementalModel:
             return State("full", self._run_full(node, values, batch), clean)
         win = step.window.slice(a, b)
         if step.rule == "input":
+            if step.patches is not None:
+                return State("win", step.patches[a:b], clean, win)
             return State("win", _gather(fill, win.oy, win.ox, win.hw), clean, win)
         if step.rule == "slide":
             patch = self._read(step.gathers[node.args[0]], values, a, b)

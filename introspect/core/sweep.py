@@ -1,0 +1,271 @@
+"""Running an occluder sweep: incremental inference or batched whole passes, whichever costs less.
+
+Incremental inference (:mod:`introspect.core.incremental`) computes only the part of each layer an
+occluder can change, but it pays for it: every changed window is gathered from the clean map with
+the windows of the layer below pasted in. On a plain convnet (ZFNet, VGG, ResNet) the saving wins by
+far; where windows grow quickly and the model is many thin layers (DenseNet's concatenations) the
+gathering can cost more than the multiply-adds it saves. The **cost model** decides per model and
+geometry:
+
+* the **work fraction** ``f`` is read from the plan: the multiply-adds of convolutions and linear
+  layers that incremental inference computes, over those of one whole pass per position;
+* ``f <= INCREMENTAL_BELOW`` (0.4): incremental inference, no measurement needed;
+* ``f >= FULL_ABOVE`` (0.9): whole passes (at most 10 % to save, less than the gathering costs);
+* in between, the **gathering overhead is measured**: the first ``k`` positions run incrementally
+  and the last ``k`` as whole passes, both timed; the overhead per position is
+  ``t_incremental - f * t_full``, and the rest of the sweep takes the faster path. Both probes are
+  real positions of the sweep, so measuring costs nothing beyond the slower probe.
+
+Both paths give the same numbers (to float rounding), so the choice changes the time, never the result.
+:class:`SweepRunner` serves ``introspect.occlusion`` and ``introspect.captum.Occlusion``.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from introspect.core.incremental import IncrementalModel, State, Step, Sweep
+from introspect.core.layers import resolve_layer
+
+#: Work fractions at or below this run incrementally without measuring.
+INCREMENTAL_BELOW = 0.4
+#: Work fractions at or above this run whole passes without measuring.
+FULL_ABOVE = 0.9
+#: Memory for the windows and patches of one batch when no batch size is given.
+AUTO_BATCH_BYTES = 512 * 2 ** 20
+#: Positions per batch of whole forward passes when no batch size is given.
+FULL_BATCH = 64
+PATHS = ("auto", "incremental", "full")
+
+
+def auto_batch_size(bytes_per_position: int | None, positions: int, budget: int | None = None) -> int:
+    """Positions per batch: as many as fit in ``budget`` bytes (default :data:`AUTO_BATCH_BYTES`; at
+    most 512, at least 1); :data:`FULL_BATCH` when the size of a position is unknown (whole passes)."""
+    if bytes_per_position is None:
+        return max(1, min(FULL_BATCH, positions))
+    budget = AUTO_BATCH_BYTES if budget is None else budget
+    return int(max(1, min(512, positions, budget // bytes_per_position)))
+
+
+def prepare_engine(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, layer_names: Sequence[str] = (),
+                   clean_layers: dict | None = None) -> tuple[IncrementalModel | None, str | None]:
+    """An :class:`IncrementalModel` of ``model`` at image ``x`` (``1 x C x H x W``) checked against
+    the model's own ``logits`` (and the hooked outputs ``clean_layers`` of ``layer_names``), or
+    ``(None, reason)`` when the model cannot run incrementally (whole passes are still exact)."""
+    leaves: list[str] = []
+    bad: list[str] = []
+    for _ in range(2):
+        try:
+            engine = IncrementalModel(model, x, list(layer_names), leaves)
+        except Exception as exc:  # untraceable code, unusual outputs: whole passes are still exact
+            return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        out = engine.logits
+        if not isinstance(out, torch.Tensor) or out.shape != logits.shape or not torch.allclose(
+                out, logits, rtol=1e-4, atol=1e-5 * float(logits.abs().max()) + 1e-6):
+            return None, "the traced graph does not reproduce the model's output"
+        bad = engine.check_layers(clean_layers or {})
+        if not bad:
+            return engine, None
+        leaves = bad
+    return None, f"layer {bad[0]!r} could not be located in the traced graph"
+
+
+def work(engine: IncrementalModel, steps: dict, count: int) -> dict:
+    """Multiply-adds of convolutions and linear layers: computed incrementally vs whole passes, for
+    ``count`` positions, and their ratio ``work_fraction``."""
+    full = done = 0
+    for node, step in steps.items():
+        macs = _node_macs(engine, node)
+        if not macs:
+            continue
+        out = engine.cache[node]
+        per_unit = macs / max(1, out[0, 0].numel() if out.dim() == 4 else 1)
+        full += macs * count
+        if step.kind == "full":
+            done += macs * count
+        elif step.kind == "win":
+            done += per_unit * step.window.area * count
+    return {"macs_full": int(full), "macs_incremental": int(done),
+            "work_fraction": round(done / full, 4) if full else None}
+
+
+def _node_macs(engine: IncrementalModel, node) -> int:
+    """Multiply-adds of one image through a convolution or linear node (0 for anything else)."""
+    if node.op != "call_module":
+        return 0
+    module = engine.gm.get_submodule(node.target)
+    out = engine.cache[node]
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        return int(out[0].numel() * module.in_channels // module.groups * k)
+    if isinstance(module, nn.Linear):
+        return int(out[0].numel() * module.in_features)
+    return 0
+
+
+def choose(work_fraction: float | None, positions: int, probe: int) -> str:
+    """The path the cost model takes before measuring: ``incremental``, ``full`` or ``probe``."""
+    if work_fraction is None or work_fraction >= FULL_ABOVE:
+        return "full"
+    if work_fraction <= INCREMENTAL_BELOW:
+        return "incremental"
+    if positions < 3 * probe:  # too few positions to measure: the work decides
+        return "incremental" if work_fraction < 0.6 else "full"
+    return "probe"
+
+
+@dataclass
+class SweepRunner:
+    """Runs every position of ``sweep`` over image ``x`` and returns the model's outputs.
+
+    Args:
+        model (nn.Module): the model (eval mode; the caller holds it there).
+        x (Tensor): ``1 x C x H x W`` clean image on the model's device.
+        fill (Tensor): ``1 x C x H x W`` what the occluder holds (ignored where ``sweep.patches``).
+        sweep (Sweep): the positions.
+        engine (IncrementalModel | None): from :func:`prepare_engine`; ``None``: whole passes only.
+        layers (sequence of str): module names whose outputs ``readout`` receives per batch.
+        readout (callable | None): ``readout(name, state, batch)`` with a :class:`State` (``win`` or
+            ``full``) of each layer in ``layers``, batch by batch in position order.
+        tau (float | None): approximate mode (incremental only).
+        batch_size (int | None): positions per call; default from the memory budget.
+
+    Attributes (after :meth:`run`):
+        path (str): ``incremental``, ``full``, or ``mixed`` (the probes ran both; each position once).
+        chosen (str): the path the rest of the sweep took.
+        stats (dict): work fraction, batch sizes and, when measured, seconds per position of both paths
+            and the gathering overhead.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    fill: torch.Tensor
+    sweep: Sweep
+    engine: IncrementalModel | None = None
+    layers: Sequence[str] = ()
+    readout: Callable[[str, State, int], None] | None = None
+    tau: float | None = None
+    batch_size: int | None = None
+    path: str = ""
+    chosen: str = ""
+    stats: dict = field(default_factory=dict)
+    _held: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        self.steps: dict | None = self.engine.plan(self.sweep, self.tau) if self.engine is not None else None
+
+    @property
+    def positions(self) -> int:
+        return len(self.sweep.ys)
+
+    def incremental_batch(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return auto_batch_size(self.engine.bytes_per_position(self.steps), self.positions)
+
+    def full_batch(self) -> int:
+        return self.batch_size if self.batch_size is not None else auto_batch_size(None, self.positions)
+
+    def run(self, path: str = "auto", progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """``P x ...`` outputs of all positions; ``path`` ``auto`` (the cost model), ``incremental``
+        or ``full``."""
+        n = self.positions
+        if self.engine is None:
+            path = "full"
+        wf = work(self.engine, self.steps, 1)["work_fraction"] if self.engine is not None else None
+        self.stats = {"work_fraction": wf}
+        if self.engine is not None:
+            self.stats.update(work(self.engine, self.steps, n))
+        probe = max(2, min(16, n // 8))
+        plan = path if path != "auto" else ("incremental" if self.tau is not None else choose(wf, n, probe))
+        if plan == "incremental":
+            bs = self.incremental_batch()
+            self.engine.precompute(self.steps, bs)
+            self.path = self.chosen = "incremental"
+            self.stats["batch_size"] = bs
+            return torch.cat(self._incremental(0, n, bs, progress))
+        if plan == "full":
+            bs = self.full_batch()
+            self.path = self.chosen = "full"
+            self.stats["batch_size"] = bs
+            return torch.cat(self._full(0, n, bs, progress))
+        return self._probed(probe, progress)
+
+    def _probed(self, k: int, progress) -> torch.Tensor:
+        n = self.positions
+        start = time.perf_counter()
+        head = self._incremental(0, k, k, progress)
+        t_inc = (time.perf_counter() - start) / k
+        start = time.perf_counter()
+        tail_probe = self._full(n - k, n, k, progress, hold=True)
+        t_full = (time.perf_counter() - start) / k
+        wf = self.stats["work_fraction"]
+        self.stats.update({"probe_positions": k, "incremental_s_per_position": round(t_inc, 6),
+                           "full_s_per_position": round(t_full, 6),
+                           "gather_overhead_s_per_position": round(t_inc - wf * t_full, 6)})
+        self.chosen = "incremental" if t_inc <= t_full else "full"
+        self.path = "mixed"
+        if self.chosen == "incremental":
+            bs = self.incremental_batch()
+            middle = self._incremental(k, n - k, bs, progress)
+        else:
+            bs = self.full_batch()
+            middle = self._full(k, n - k, bs, progress)
+        self.stats["batch_size"] = bs
+        self._flush_readouts()
+        return torch.cat(head + middle + tail_probe)
+
+    # -- the two paths ------------------------------------------------------------------------------
+    def _incremental(self, a0: int, b0: int, bs: int, progress) -> list[torch.Tensor]:
+        outs = []
+        for a in range(a0, b0, bs):
+            b = min(b0, a + bs)
+            with torch.no_grad():
+                outs.append(self.engine.run(self.steps, self.fill, a, b, self.readout))
+            if progress is not None:
+                progress(b - a)
+        return outs
+
+    def _full(self, a0: int, b0: int, bs: int, progress, hold: bool = False) -> list[torch.Tensor]:
+        """Whole forward passes of batches of occluded images; layer outputs by forward hooks (a module
+        called twice per pass gives its last output). With ``hold`` (the probe at the end of the sweep)
+        the readouts wait in ``_held`` until the positions before them are read out, so ``readout``
+        always sees the positions in order."""
+        outs = []
+        seen: dict[str, torch.Tensor] = {}
+        with contextlib.ExitStack() as stack:
+            for name in self.layers if self.readout is not None else ():
+                module = resolve_layer(self.model, name)[1]
+
+                def hook(module, inputs, output, name=name):
+                    seen[name] = (output[0] if isinstance(output, (tuple, list)) else output).detach()
+                stack.callback(module.register_forward_hook(hook).remove)
+            for a in range(a0, b0, bs):
+                b = min(b0, a + bs)
+                batch = self.sweep.occluded(self.x, self.fill, a, b)
+                seen.clear()
+                with torch.no_grad():
+                    outs.append(self.model(batch))
+                for name in self.layers if self.readout is not None else ():
+                    state = State("full", seen[name], None)
+                    if hold:
+                        self._held.append((name, state, b - a))
+                    else:
+                        self.readout(name, state, b - a)
+                if progress is not None:
+                    progress(b - a)
+        return outs
+
+    def _flush_readouts(self) -> None:
+        for name, state, batch in self._held:
+            self.readout(name, state, batch)
+        self._held.clear()
+
+
+__all__ = ["SweepRunner", "prepare_engine", "work", "choose", "auto_batch_size", "Sweep", "State", "Step",
+           "IncrementalModel", "AUTO_BATCH_BYTES", "INCREMENTAL_BELOW", "FULL_ABOVE", "PATHS"]
