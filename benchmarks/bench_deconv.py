@@ -85,7 +85,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from captum.attr import NeuronDeconvolution
     from introspect.models import zfnet
-    from introspect_deconv.deconvnet import Frame, shift_crop
+    from introspect.core.deconvnet import Frame, shift_crop
     from introspect_deconv.top import _project_winners, top_k
 
     device = torch.device(args.device)

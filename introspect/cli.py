@@ -249,3 +249,9 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
+
+
+__all__ = [
+    "IntrospectGroup", "model_options", "output_options", "bundled_image_dir", "bundled_image", "note",
+    "open_model", "open_images", "PhaseBars", "emit", "build_cli", "main"
+]

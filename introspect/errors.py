@@ -19,3 +19,8 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> str:
     if not matches:
         return ""
     return " (did you mean " + ", ".join(repr(m) for m in matches) + "?)"
+
+
+__all__ = [
+    "IntrospectError", "closest"
+]

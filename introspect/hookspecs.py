@@ -58,3 +58,8 @@ def load_model_file(path, arch, trust_pickle):
         ``None`` to let the next plugin try. The first non-None result wins; the built-in reader runs
         last.
     """
+
+
+__all__ = [
+    "hookspec", "hookimpl", "register_methods", "register_commands", "register_architectures", "load_model_file"
+]

@@ -604,3 +604,10 @@ class ImageFolderDataset(Dataset):
     def __repr__(self) -> str:
         kind = f"{len(self.classes)} classes" if self.classes else "flat"
         return f"ImageFolderDataset({str(self.root)!r}, {len(self)} images, {kind})"
+
+
+__all__ = [
+    "MAX_PIXELS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "GRAY_MEAN", "GRAY_STD", "Box", "to_rgb",
+    "read_image", "Geometry", "Preprocess", "IMAGENET", "load_image", "load_images", "find_images",
+    "ImageFolderDataset"
+]

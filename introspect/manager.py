@@ -198,3 +198,17 @@ def _builtin():
 def methods() -> dict[str, Method]:
     """Every registered analysis method by name (``register_methods`` hook)."""
     return get_plugin_manager().methods()
+
+
+def require_method(name: str, needed_by: str) -> Callable:
+    """The function of registered method ``name``; a one-line :class:`IntrospectError` naming
+    ``needed_by`` when no plugin registers it (the way a plugin declares it uses another's method)."""
+    found = methods().get(name)
+    if found is None:
+        raise IntrospectError(f"{needed_by} needs the method {name!r}, which no loaded plugin registers; "
+                              "install or enable the plugin that provides it (`introspect plugins` lists them)")
+    return found.func
+
+
+__all__ = ["GROUP", "DISABLE_ENV", "PluginInfo", "Method", "IntrospectPluginManager", "get_plugin_manager",
+           "methods", "require_method"]

@@ -80,3 +80,8 @@ def occlude(x: torch.Tensor, box: tuple[int, int, int, int], fill: torch.Tensor)
     out = x.clone()
     out[..., y0:y1, x0:x1] = fill[..., y0:y1, x0:x1]
     return out
+
+
+__all__ = [
+    "FILLS", "fill_image", "gaussian_blur", "occlude"
+]

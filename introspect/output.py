@@ -255,3 +255,6 @@ class OutputDir:
         target = self.path(name)
         target.write_text(text, encoding="utf-8")
         return target
+
+
+__all__ = ["save_png", "jsonable", "csv_text", "OutputDir"]

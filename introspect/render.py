@@ -401,3 +401,7 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[float]],
             draw.rectangle([x0, y0, x0 + tw + 2, y0 + th + 1], fill=color)
             draw.multiline_text((x0 + 1, y0), str(labels[i]), fill=_ink(color), font=_font())
     return np.asarray(canvas).copy()
+
+
+__all__ = ["Color", "COLORMAPS", "colormap", "to_uint8", "heatmap_overlay", "text_size", "grid", "colorbar",
+           "with_colorbar", "draw_boxes"]

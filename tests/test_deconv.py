@@ -14,8 +14,8 @@ from introspect.core.attach import same_snapshot, snapshot
 from introspect.errors import IntrospectError
 from introspect.models import alexnet, zfnet
 from introspect_deconv import Projection, project
-from introspect_deconv.chain import filter_transposed, trace_chain, unpool
-from introspect_deconv.deconvnet import layer_field
+from introspect.core.chain import filter_transposed, trace_chain, unpool
+from introspect.core.deconvnet import layer_field
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning:captum"), pytest.mark.usefixtures("one_thread")]
 
@@ -125,7 +125,7 @@ def test_overlapping_pools_sum_their_contributions():
 
 def test_unpool_and_filter_match_torch_adjoints():
     """The window operations equal the gradients of max_pool2d and conv2d on the whole map."""
-    from introspect_deconv.chain import _make_step
+    from introspect.core.chain import _make_step
 
     x = torch.randn(2, 3, 10, 10)  # ceil mode: the last pooling windows reach past the map
     pool = nn.MaxPool2d(3, 2, ceil_mode=True)
@@ -355,7 +355,7 @@ def test_every_image_of_a_batch_gets_its_own_result():
 def test_walk_in_many_small_batches_gives_the_same_projections(monkeypatch):
     """Memory reused from batch to batch of windows (unpooling buffers, matrix products) must not
     leak values from one batch into the next."""
-    import introspect_deconv.deconvnet as deconvnet
+    import introspect.core.deconvnet as deconvnet
 
     model = zfnet(widths=(16, 24, 32, 32, 24)).eval()
     x = torch.randn(2, 3, 96, 96)

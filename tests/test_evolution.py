@@ -322,3 +322,20 @@ def test_registered_as_a_method(run, data):
     assert "feature_evolution" in introspect.methods()
     result = introspect.methods()["feature_evolution"].func(sorted(run.glob("epoch_*.pt"))[:1], data, maps=1)
     assert isinstance(result, EvolutionResult) and result.epochs == [1] and result.projections.shape[:2] == (1, 1)
+
+
+def test_without_the_deconv_plugin_it_is_a_one_line_error_naming_the_missing_method():
+    from introspect.manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    deconv = pm.get_plugin("deconv")
+    pm.unregister(deconv)
+    try:
+        with pytest.raises(IntrospectError, match=r"feature evolution needs the method 'top_k'") as info:
+            feature_evolution([make_model(1)], torch.randn(2, 3, 64, 64), "conv2", maps=1)
+        assert "\n" not in str(info.value)
+    finally:
+        pm.register(deconv, name="deconv")
+    assert "top_k" in introspect.methods()
+    result = feature_evolution([make_model(1)], torch.randn(2, 3, 64, 64), "conv2", maps=1)
+    assert result.layers[0].activation.shape == (1, 1)

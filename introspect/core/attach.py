@@ -185,4 +185,4 @@ def same_snapshot(a: dict, b: dict) -> bool:
     )
 
 
-__all__ = ["Recorder", "attach", "snapshot", "same_snapshot"]
+__all__ = ["Recorder", "attach", "eval_mode", "snapshot", "same_snapshot"]

@@ -374,3 +374,9 @@ def iter_leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if name and not any(True for _ in module.children()):
             yield name, module
+
+
+__all__ = [
+    "aliases", "layer_names", "resolve_layer", "alias_of", "conv_layers", "last_conv_layer", "Field", "LayerInfo",
+    "layer_table", "receptive_field", "iter_leaves"
+]

@@ -375,3 +375,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, arc
             os.unlink(tmp)
         raise
     return path
+
+
+__all__ = [
+    "FORMAT", "VERSION", "resolve_device", "bundled_checkpoint", "load_model", "read_model_file",
+    "read_safetensors", "checkpoint_dict", "save_checkpoint"
+]

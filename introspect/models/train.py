@@ -921,3 +921,11 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
     if "optimizer" not in extra or "epoch" not in extra:
         raise IntrospectError(f"{path} holds no optimizer state to resume from; pass an epoch_*.pt written by `introspect train`")
     return ckpt
+
+
+__all__ = [
+    "PAPER_LR", "PAPER_MOMENTUM", "PAPER_BATCH_SIZE", "PAPER_INIT_STD", "PAPER_FILTER_RADIUS", "IDX_FILES",
+    "renormalize_filters", "init_paper", "tie_input_channels", "LRSchedule", "TensorImageDataset",
+    "is_idx_folder", "fashion_mnist", "image_folder", "split", "channel_stats", "BatchTransform", "TrainConfig",
+    "TrainResult", "evaluate", "filter_grid", "train_model", "read_training_checkpoint"
+]

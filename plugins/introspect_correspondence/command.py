@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import emit, model_options, note, open_model, output_options
-from introspect.occluders import FILLS
+from introspect.plugin import FILLS, emit, model_options, note, open_model, output_options
 
 
 @click.command("correspondence")

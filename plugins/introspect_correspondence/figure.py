@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from introspect.render import colormap, draw_boxes, grid, to_uint8, with_colorbar
+from introspect.plugin import colormap, draw_boxes, grid, to_uint8, with_colorbar
 
 #: One colour per part (cycled): distinct on photographs.
 PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),

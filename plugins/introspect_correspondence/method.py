@@ -20,11 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from introspect.core.attach import attach, eval_mode
-from introspect.core.layers import aliases, last_conv_layer, resolve_layer
-from introspect.errors import IntrospectError
-from introspect.models import meta_of
-from introspect.occluders import FILLS, fill_image
+from introspect.plugin import (
+    FILLS, IntrospectError, aliases, attach, eval_mode, fill_image, last_conv_layer, meta_of, resolve_layer
+)
 
 from introspect_correspondence.delta import hamming_matrix, pair_stats, sign_pattern
 from introspect_correspondence.parts import boxes_per_image, check_box, load_parts
@@ -172,7 +170,7 @@ class CorrespondenceResult:
         Returns:
             list[Path]: the files written.
         """
-        from introspect.render import OutputDir
+        from introspect.plugin import OutputDir
         from introspect_correspondence.figure import boxes_figure, pairs_figure
 
         with OutputDir(out) as od:
@@ -258,7 +256,7 @@ def _prepare(model: nn.Module, images, parts, names):
         images = [images]
     paths = [Path(p) for p in images]
     _check_count(len(paths))
-    from introspect.images import Preprocess, read_image
+    from introspect.plugin import Preprocess, read_image
 
     pre = Preprocess.from_meta(meta_of(model))
     spec = boxes_per_image(parts, [str(p) for p in paths])

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError
 
 Box = tuple[int, int, int, int]
 BOX_KEYS = ("y0", "x0", "y1", "x1")

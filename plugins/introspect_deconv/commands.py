@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import PhaseBars, emit, model_options, note, open_images, open_model, output_options
-from introspect.errors import IntrospectError
-
-from introspect_deconv.deconvnet import METHODS, MODES
+from introspect.plugin import PROJECTION_METHODS as METHODS
+from introspect.plugin import PROJECTION_MODES as MODES
+from introspect.plugin import IntrospectError, PhaseBars, emit, model_options, note, open_images, open_model, output_options
 from introspect_deconv.distributed import DEFAULT_TIMEOUT
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -75,9 +74,7 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, arch
     input) into --out. Contrast normalization is passed through on the way down; BatchNorm is
     applied as its transpose.
     """
-    from introspect import render
-    from introspect.core.layers import last_conv_layer
-    from introspect.core import resolve_layer
+    from introspect.plugin import OutputDir, last_conv_layer, resolve_layer
     from introspect_deconv.figures import save_projections
     from introspect_deconv.project import project
 
@@ -92,7 +89,7 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, arch
             seen.add(canonical)
             names.append(canonical)
     results = []
-    with render.OutputDir(out) as od:
+    with OutputDir(out) as od:
         with click.progressbar(names, label="projecting", file=sys.stderr) as bar:
             for name in bar:
                 result = project(net, x, name, channels=list(channels) or None, mode=mode,
@@ -176,11 +173,7 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
     rank 0, ...) stops every rank before the long work."""
     from contextlib import ExitStack
 
-    from introspect import render
-    from introspect.core import resolve_layer
-    from introspect.core.layers import last_conv_layer
-    from introspect.images import ImageFolderDataset, Preprocess
-    from introspect.models import meta_of
+    from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, last_conv_layer, meta_of, resolve_layer
     from introspect_deconv.distributed import check_ranks
     from introspect_deconv.project import display_name
     from introspect_deconv.top import top_k
@@ -193,7 +186,7 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
             data = ImageFolderDataset(data_dir, Preprocess.from_meta(meta_of(net)))
             name, _ = resolve_layer(net, layer if layer is not None else last_conv_layer(net))
             chosen = parse_channels(channels)
-            od = stack.enter_context(render.OutputDir(out)) if lead else None  # before the long work
+            od = stack.enter_context(OutputDir(out)) if lead else None  # before the long work
         except Exception as exc:
             error = exc
         check_ranks(error)

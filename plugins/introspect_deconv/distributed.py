@@ -32,7 +32,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError
 
 DEFAULT_TIMEOUT = 1800.0
 
@@ -183,7 +183,7 @@ def gather_top_k(running, seen: int):
 
 def _rank_device(device: str | torch.device) -> torch.device:
     """The device of this rank: ``cuda:LOCAL_RANK`` when ``device`` is CUDA (or auto with a GPU)."""
-    from introspect.models.load import resolve_device
+    from introspect.plugin import resolve_device
 
     resolved = resolve_device(device)
     if resolved.type != "cuda":

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from introspect import render
+from introspect.plugin import OutputDir, grid, to_uint8
 
 #: Tiles smaller than this (pixels, longer side) are enlarged by an integer factor (nearest).
 MIN_TILE = 96
@@ -47,7 +47,7 @@ def _crop(t: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
 
 def projection_tile(projection: torch.Tensor, box: Sequence[int]) -> np.ndarray:
     """A ``(C, H, W)`` projection cropped to ``box`` as uint8 RGB, symmetric around grey."""
-    return render.to_uint8(_crop(projection, box), "symmetric")
+    return to_uint8(_crop(projection, box), "symmetric")
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -64,12 +64,12 @@ def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 
 def patch_tile(image: torch.Tensor, box: Sequence[int], mean, std) -> np.ndarray:
     """The ``box`` of a preprocessed ``(C, H, W)`` input image as uint8 RGB."""
-    return render.to_uint8(denormalize(_crop(image, box), mean, std), None)
+    return to_uint8(denormalize(_crop(image, box), mean, std), None)
 
 
 def pair(left: np.ndarray, right: np.ndarray, factor: int = 1) -> np.ndarray:
     """Two tiles side by side (projection | patch), each enlarged ``factor`` times."""
-    return render.grid([enlarge(left, factor), enlarge(right, factor)], ncols=2, pad=2)
+    return grid([enlarge(left, factor), enlarge(right, factor)], ncols=2, pad=2)
 
 
 def label(name: str, channel: int, activation: float, image: int | None = None) -> str:
@@ -95,10 +95,10 @@ def projection_figure(result, ncols: int = 3) -> np.ndarray:
                           patch_tile(result.inputs[n], box, result.mean, result.std), factor))
         labels.append(label(result.name, int(result.channel[i]), float(result.activation[i]),
                             n if several else None))
-    return render.grid(tiles, ncols=min(ncols, max(1, len(tiles))), pad=4, labels=labels)
+    return grid(tiles, ncols=min(ncols, max(1, len(tiles))), pad=4, labels=labels)
 
 
-def save_projections(results: Sequence, out: str | os.PathLike, od: render.OutputDir | None = None):
+def save_projections(results: Sequence, out: str | os.PathLike, od: OutputDir | None = None):
     """Write projections of one or more layers: ``<name>.npy`` ``(P, C, H, W)`` float32 and
     ``<name>.png`` per layer, ``result.json`` (every layer) and ``input.npy`` (the exact input).
 
@@ -108,7 +108,7 @@ def save_projections(results: Sequence, out: str | os.PathLike, od: render.Outpu
     from introspect_deconv.project import file_stem
 
     if od is None:
-        with render.OutputDir(out) as own:
+        with OutputDir(out) as own:
             save_projections(results, out, own)
         return own.files
     names = []
@@ -151,15 +151,15 @@ def channel_figure(top, j: int) -> np.ndarray:
     channel = int(top.channels[j])
     if not patches:
         blank = np.full((32, 32, 3), 255, np.uint8)
-        return render.grid([blank], labels=[f"{top.name} ch {channel}: no images"])
+        return grid([blank], labels=[f"{top.name} ch {channel}: no images"])
     ncols = _square(top.k)
     factor = zoom_for(max(top.patches.shape[-2:]))
-    right = render.grid([enlarge(t, factor) for t in patches], ncols=ncols, pad=2)
+    right = grid([enlarge(t, factor) for t in patches], ncols=ncols, pad=2)
     best = float(top.activation[j, 0])
     if not projections:
-        return render.grid([right], labels=[f"{top.name} ch {channel} top act {best:.3g}: patches"])
-    left = render.grid([enlarge(t, factor) for t in projections], ncols=ncols, pad=2)
-    return render.grid([left, right], ncols=2, pad=6,
+        return grid([right], labels=[f"{top.name} ch {channel} top act {best:.3g}: patches"])
+    left = grid([enlarge(t, factor) for t in projections], ncols=ncols, pad=2)
+    return grid([left, right], ncols=2, pad=6,
                        labels=[f"{top.name} ch {channel} top act {best:.3g}: projections", "image patches"])
 
 
@@ -174,9 +174,9 @@ def overview_figure(top, side: int | None = None) -> np.ndarray:
         if not patches:
             tiles.append(np.full((side, side, 3), 255, np.uint8))
         else:
-            parts = [render.grid([thumbnail(t, side) for t in patches], ncols=ncols, pad=1)]
+            parts = [grid([thumbnail(t, side) for t in patches], ncols=ncols, pad=1)]
             if projections:
-                parts.insert(0, render.grid([thumbnail(t, side) for t in projections], ncols=ncols, pad=1))
-            tiles.append(render.grid(parts, ncols=len(parts), pad=2))
+                parts.insert(0, grid([thumbnail(t, side) for t in projections], ncols=ncols, pad=1))
+            tiles.append(grid(parts, ncols=len(parts), pad=2))
         labels.append(f"ch {int(top.channels[j])}")
-    return render.grid(tiles, ncols=_square(count), pad=4, labels=labels)
+    return grid(tiles, ncols=_square(count), pad=4, labels=labels)

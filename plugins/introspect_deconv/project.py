@@ -9,12 +9,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from introspect.core import resolve_layer
-from introspect.core.layers import Field, alias_of, last_conv_layer
-from introspect.errors import IntrospectError
-from introspect.models import meta_of
-
-from introspect_deconv.deconvnet import MODES, Deconvnet, Frame, layer_field, strongest
+from introspect.plugin import PROJECTION_MODES as MODES
+from introspect.plugin import (
+    Deconvnet, Field, Frame, IntrospectError, alias_of, last_conv_layer, layer_field, meta_of, resolve_layer, strongest
+)
 
 
 def display_name(model: nn.Module, canonical: str) -> str:

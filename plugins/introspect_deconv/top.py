@@ -20,14 +20,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from introspect.core import attach, resolve_layer
-from introspect.core.layers import Field, last_conv_layer
-from introspect.errors import IntrospectError
-from introspect.models import meta_of
+from introspect.plugin import (
+    Deconvnet, Field, Frame, IntrospectError, attach, cut_windows, eval_mode, last_conv_layer, layer_field, meta_of,
+    readable_errors, resolve_layer, strongest
+)
 
 from introspect_deconv.distributed import Group, check_ranks, gather_top_k, group_of
-from introspect_deconv.deconvnet import (Deconvnet, Frame, cut_windows, eval_mode, layer_field, readable_errors,
-                                         strongest)
 from introspect_deconv.project import display_name, receptive_boxes
 
 Progress = Callable[[str, int, int], None]
@@ -170,11 +168,11 @@ class TopK:
     def save(self, out: str | os.PathLike, od=None):
         """Write ``top.npy``, ``input.npy``, ``top.json``, ``overview.png`` and one
         ``channels/chNNN.png`` per map into ``out`` (all or nothing). Returns the file names."""
-        from introspect import render
+        from introspect.plugin import OutputDir
         from introspect_deconv.figures import channel_figure, overview_figure
 
         if od is None:
-            with render.OutputDir(out) as own:
+            with OutputDir(out) as own:
                 self.save(out, own)
             return own.files
         names = []

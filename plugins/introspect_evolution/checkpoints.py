@@ -18,9 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from introspect.errors import IntrospectError
-from introspect.models import load_model, meta_of
-from introspect.models.load import FORMAT
+from introspect.plugin import CHECKPOINT_FORMAT as FORMAT, IntrospectError, load_model, meta_of
 
 _EPOCH_NAME = re.compile(r"epoch_(\d+)", re.IGNORECASE)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import bundled_image_dir, emit, note, output_options
+from introspect.plugin import bundled_image_dir, emit, note, output_options
 
 from introspect_evolution.method import DEFAULT_MAPS
 
@@ -60,9 +60,7 @@ def evolution_command(checkpoints, data, layers, channels, maps, batch_size, dev
 
     Example: introspect evolution runs/zf --data val/ --layer conv1 --layer conv5 --maps 6
     """
-    from introspect import render
-    from introspect.images import ImageFolderDataset, Preprocess
-    from introspect.models import meta_of
+    from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, meta_of
 
     from introspect_evolution.checkpoints import gather
     from introspect_evolution.method import feature_evolution
@@ -75,7 +73,7 @@ def evolution_command(checkpoints, data, layers, channels, maps, batch_size, dev
         return ImageFolderDataset(data, Preprocess.from_meta(meta_of(model)))
 
     count = len(gather(list(checkpoints)))  # reads only the headers: bad paths fail before any work
-    with render.OutputDir(out) as od:  # checked before the long work; nothing written if it fails
+    with OutputDir(out) as od:  # checked before the long work; nothing written if it fails
         with click.progressbar(length=count, label="checkpoints", file=sys.stderr, show_pos=True) as bar:
             result = feature_evolution(list(checkpoints), images_for, list(layers) or None, list(channels) or None,
                                        maps, batch_size=batch_size, device=device,

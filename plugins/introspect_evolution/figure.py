@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from introspect import render
+from introspect.plugin import grid, to_uint8
 
 #: Tiles are enlarged (nearest neighbour) until the receptive field is at least this many pixels.
 MIN_TILE = 64
@@ -29,7 +29,7 @@ def tile(projection, box, factor: int) -> np.ndarray:
     ``factor`` times."""
     y0, x0, y1, x1 = (int(v) for v in box)
     part = projection[..., y0:y1, x0:x1] if y1 > y0 and x1 > x0 else projection
-    picture = render.to_uint8(part, "symmetric")
+    picture = to_uint8(part, "symmetric")
     return np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
 
 
@@ -44,7 +44,7 @@ def layer_figure(entry, epochs) -> np.ndarray:
         for k in range(e):
             tiles.append(tile(entry.projections[j, k], entry.frame_box(j, k), factor))
             labels.append(f"map {channel} ep {epochs[k]}\nact {float(entry.activation[j, k]):.3g}")
-    return render.grid(tiles, ncols=e, pad=3, labels=labels)
+    return grid(tiles, ncols=e, pad=3, labels=labels)
 
 
 def evolution_figure(result, ncols: int | None = None) -> np.ndarray:
@@ -53,7 +53,7 @@ def evolution_figure(result, ncols: int | None = None) -> np.ndarray:
     blocks = [layer_figure(entry, result.epochs) for entry in result.layers]
     titles = [f"{entry.name}: rows feature maps, columns epochs" for entry in result.layers]
     ncols = ncols or max(1, math.ceil(math.sqrt(len(blocks))))
-    return render.grid(blocks, ncols=ncols, pad=8, labels=titles)
+    return grid(blocks, ncols=ncols, pad=8, labels=titles)
 
 
 __all__ = ["layer_figure", "evolution_figure", "tile", "file_stem", "MIN_TILE"]

@@ -18,11 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-import introspect
-from introspect.core import resolve_layer
-from introspect.core.layers import Field, alias_of, last_conv_layer
-from introspect.errors import IntrospectError
-from introspect.models import meta_of
+from introspect.plugin import Field, IntrospectError, alias_of, last_conv_layer, meta_of, require_method, resolve_layer
 
 from introspect_evolution.checkpoints import check_same, gather, signature_of
 
@@ -177,7 +173,7 @@ class EvolutionResult:
 
     def csv(self) -> str:
         """:meth:`rows` as CSV text with a header line."""
-        from introspect.render import csv_text
+        from introspect.plugin import csv_text
 
         return csv_text(self.rows())
 
@@ -193,12 +189,12 @@ class EvolutionResult:
         Returns:
             list: the files written (paths, or names when ``od`` is given).
         """
-        from introspect import render
+        from introspect.plugin import OutputDir
 
         from introspect_evolution.figure import evolution_figure, file_stem, layer_figure
 
         if od is None:
-            with render.OutputDir(out) as own:
+            with OutputDir(out) as own:
                 self.save(out, own)
             return own.files
         names = []
@@ -260,10 +256,15 @@ def _channels_per_layer(channels, model: nn.Module, names: list[str]) -> dict[st
     return per
 
 
+def _top_k():
+    """``top_k`` of the deconv plugin: feature evolution depends on it (a one-line error without it)."""
+    return require_method("top_k", needed_by="feature evolution")
+
+
 def strongest_maps(model: nn.Module, dataset, layer: str, maps: int, batch_size: int) -> list[int]:
     """The ``maps`` feature maps of ``layer`` with the largest single activation over ``dataset``
     (strongest first; ties: lower map first)."""
-    top = introspect.top_k(model, dataset, layer, k=1, batch_size=batch_size, project=False)
+    top = _top_k()(model, dataset, layer, k=1, batch_size=batch_size, project=False)
     order = torch.sort(top.activation[:, 0], descending=True, stable=True).indices[:maps]
     return top.channels[order].tolist()
 
@@ -393,7 +394,7 @@ def feature_evolution(
         model = last if e == len(columns) - 1 else column.load(device)
         check_same(columns[-1], reference, column, signature_of(model))
         for name in names:
-            top = introspect.top_k(model, dataset, name, k=1, channels=chosen[name], batch_size=batch_size)
+            top = _top_k()(model, dataset, name, k=1, channels=chosen[name], batch_size=batch_size)
             parts[name].append(top)
             seen = top.images_seen
         del model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import bundled_image_dir, emit, model_options, note, open_model, output_options
+from introspect.plugin import bundled_image_dir, emit, model_options, note, open_model, output_options
 from introspect_filters.method import NORM_FRACTION
 from introspect_filters.spectrum import HF_CUTOFF
 
@@ -42,9 +42,7 @@ def filters_command(model, data, layer, batch_size, hf_cutoff, norm_fraction, ff
     spectrum with the stride's Nyquist band), filters.npy (the weights), spectrum.npy, report.csv (a
     row per filter) and result.json. MODEL is optional: without it the bundled model is used.
     """
-    from introspect.images import ImageFolderDataset, Preprocess
-    from introspect.models import meta_of
-    from introspect.render import OutputDir
+    from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, meta_of
 
     from introspect_filters.method import first_layer_filters, resolve_conv
 

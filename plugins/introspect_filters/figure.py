@@ -7,8 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from introspect.plot import line_plot
-from introspect.render import colormap, grid, to_uint8, with_colorbar
+from introspect.plugin import colormap, grid, line_plot, to_uint8, with_colorbar
 
 from introspect_filters.spectrum import energy_beyond
 

@@ -15,9 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from introspect.core import attach, eval_mode, resolve_layer
-from introspect.core.layers import alias_of
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError, alias_of, attach, eval_mode, resolve_layer
 
 from introspect_filters.spectrum import (HF_CUTOFF, aliasing_mask, band_fraction, frequencies, grid_size,
                                          high_frequency_mask, power_spectrum)
@@ -123,7 +121,7 @@ class FiltersResult:
 
     def csv_text(self) -> str:
         """``report.csv``: a header and one row per filter (empty ``max_activation`` without data)."""
-        from introspect.render import csv_text
+        from introspect.plugin import csv_text
 
         columns = ["index", "norm", "max_activation", "dead", "reason", "high_frequency", "aliasing"]
         return csv_text([{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
@@ -139,7 +137,7 @@ class FiltersResult:
         Returns:
             list[Path]: the files written (their names when ``od`` is given).
         """
-        from introspect.render import OutputDir
+        from introspect.plugin import OutputDir
 
         from introspect_filters.figure import filters_picture, spectrum_picture
 

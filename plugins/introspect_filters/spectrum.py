@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError
 
 #: Default high-frequency cutoff in cycles per pixel (half of the pixel Nyquist frequency 1/2).
 HF_CUTOFF = 0.25

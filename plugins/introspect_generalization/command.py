@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import PhaseBars, emit, model_options, open_model, output_options
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError, PhaseBars, emit, model_options, open_model, output_options
 
 from introspect_generalization.probes import CLASSIFIERS
 
@@ -71,8 +70,7 @@ def generalization_command(model, data, per_class, layers, classifiers, test_dir
 
     MODEL is optional: with DATA alone the bundled model is used.
     """
-    from introspect.images import ImageFolderDataset, Preprocess
-    from introspect.models import meta_of
+    from introspect.plugin import ImageFolderDataset, Preprocess, meta_of
 
     from introspect_generalization.method import PAPER_PER_CLASS, feature_generalization
 

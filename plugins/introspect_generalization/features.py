@@ -18,9 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from introspect.core import attach, eval_mode, resolve_layer
-from introspect.core.layers import alias_of, aliases
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError, alias_of, aliases, attach, eval_mode, resolve_layer
 
 from introspect_generalization.sampling import is_pair
 

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from introspect.plot import line_plot, table_image
+from introspect.plugin import line_plot, table_image
 
 from introspect_generalization.features import PAPER_LAYERS, PIXELS
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError
 
 from introspect_generalization.features import MAX_DIM, extract, resolve_layers, standardize
 from introspect_generalization.probes import check_classifiers, fit, row_space
@@ -133,7 +133,7 @@ class GeneralizationResult:
         Returns:
             list[Path]: the files written.
         """
-        from introspect.render import OutputDir
+        from introspect.plugin import OutputDir
 
         from introspect_generalization.figure import accuracy_plot, csv_text, figure, markdown_table, table_picture
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from introspect.errors import IntrospectError, closest
+from introspect.plugin import IntrospectError, closest
 
 #: The classifiers, by name.
 CLASSIFIERS = ("softmax", "svm")

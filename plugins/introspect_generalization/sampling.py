@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import bundled_image_dir, emit, model_options, note, open_images, open_model, output_options
-from introspect.errors import IntrospectError
-from introspect.occluders import FILLS
+from introspect.plugin import (
+    FILLS, IntrospectError, bundled_image_dir, emit, model_options, note, open_images, open_model, output_options
+)
 
 #: Bundled images used when none is given (the paper used 5).
 DEFAULT_IMAGES = 5
@@ -50,7 +50,7 @@ def parse_values(values: str | None, span: str | None) -> list[float] | None:
 
 def _inputs(model, images):
     """MODEL and IMAGE... as given; a lone first argument that is an image file is an IMAGE."""
-    from introspect.images import IMAGE_EXTENSIONS
+    from introspect.plugin import IMAGE_EXTENSIONS
 
     images = list(images)
     if model is not None and model.suffix.lower() in IMAGE_EXTENSIONS:
@@ -112,7 +112,7 @@ def invariance_command(model, images, transform, values, span, layers, targets, 
     MODEL and IMAGE are optional: without them the bundled model and 5 bundled images (with their
     true classes) are used. A single image file given alone is taken as IMAGE.
     """
-    from introspect.models import meta_of
+    from introspect.plugin import meta_of
 
     from introspect_invariance.method import invariance
     from introspect_invariance.transforms import check_transform, default_values, is_identity

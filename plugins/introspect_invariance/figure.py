@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from introspect.plot import line_plot
-from introspect.render import grid, to_uint8
+from introspect.plugin import grid, line_plot, to_uint8
 
 from introspect_invariance.transforms import is_identity, transform_images
 

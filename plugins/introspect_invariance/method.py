@@ -21,11 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from introspect.core import attach, eval_mode, resolve_layer
-from introspect.core.layers import alias_of, conv_layers
-from introspect.errors import IntrospectError, closest
-from introspect.models import ModelMeta, meta_of
-from introspect.occluders import FILLS
+from introspect.plugin import (
+    FILLS, IntrospectError, ModelMeta, alias_of, attach, closest, conv_layers, eval_mode, meta_of, resolve_layer
+)
 
 from introspect_invariance.transforms import (IDENTITY, UNITS, check_transform, default_values, is_identity,
                                               transform_images)
@@ -181,7 +179,7 @@ class InvarianceResult:
         Returns:
             list[Path]: the files written.
         """
-        from introspect.render import OutputDir
+        from introspect.plugin import OutputDir
 
         from introspect_invariance.figure import pictures
 

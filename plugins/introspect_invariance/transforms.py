@@ -28,8 +28,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from introspect.errors import IntrospectError, closest
-from introspect.occluders import FILLS, fill_image
+from introspect.plugin import FILLS, IntrospectError, closest, fill_image
 
 #: Transformation name -> the parameter value that leaves the image unchanged.
 IDENTITY = {"translate": 0.0, "scale": 1.0, "rotate": 0.0}

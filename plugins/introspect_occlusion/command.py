@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import emit, model_options, note, open_images, open_model, output_options
-from introspect.occluders import FILLS
+from introspect.plugin import FILLS, emit, model_options, note, open_images, open_model, output_options
 
 
 @click.command("occlusion")
@@ -48,7 +47,7 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
     MODEL and IMAGE are optional: without them the bundled model and image are used. A single
     image file given alone is taken as IMAGE (with the bundled model, or --arch).
     """
-    from introspect.images import IMAGE_EXTENSIONS
+    from introspect.plugin import IMAGE_EXTENSIONS
 
     from introspect_occlusion.method import _pair, default_geometry, occlusion, positions
 

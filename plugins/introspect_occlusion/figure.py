@@ -12,8 +12,7 @@ import re
 import numpy as np
 import torch
 
-from introspect.occluders import fill_image
-from introspect.render import draw_boxes, grid, heatmap_overlay, to_uint8, with_colorbar
+from introspect.plugin import draw_boxes, fill_image, grid, heatmap_overlay, to_uint8, with_colorbar
 
 #: Distinct colours for the label map (panel e): tab10 then tab20's lighter tones.
 PALETTE = [

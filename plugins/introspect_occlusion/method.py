@@ -15,11 +15,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from introspect.core import apply_rule, attach, eval_mode, resolve_layer
-from introspect.core.layers import alias_of, last_conv_layer
-from introspect.errors import IntrospectError, closest
-from introspect.models import meta_of
-from introspect.occluders import FILLS, fill_image
+from introspect.plugin import (
+    FILLS, IntrospectError, alias_of, attach, closest, eval_mode, fill_image, last_conv_layer, meta_of, project_map,
+    resolve_layer
+)
 
 from introspect.core.sweep import AUTO_BATCH_BYTES, SweepRunner, Sweep, auto_batch_size, prepare_engine
 
@@ -151,7 +150,7 @@ class OcclusionResult:
         Returns:
             list[Path]: the files written.
         """
-        from introspect.render import OutputDir
+        from introspect.plugin import OutputDir
 
         from introspect_occlusion.figure import panels
 
@@ -561,24 +560,11 @@ def _projections(model, x, layer_names, channels) -> torch.Tensor:
     """Deconvnet projection (Fig. 7 c) of each layer's feature map for the unoccluded image.
 
     The feature map (rectified; the raw map if rectifying leaves nothing) is the only non-zero part of
-    its layer, projected down with the deconvnet rule: rectified gradients through the ReLUs, the max
-    pooling switches, transposed filters.
+    its layer, projected down with the core's deconvnet: rectified reconstructions at the ReLUs, the
+    max-pooling switches, transposed filters.
     """
-    out = []
-    for name, channel in zip(layer_names, channels):
-        xg = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad(), apply_rule(model, "deconvnet"), attach(model, [name], detach=False) as rec:
-            rec.forward(xg, stop=True)
-            fmap = rec[name]
-            seed = torch.zeros_like(fmap)
-            part = fmap[:, channel].detach()
-            seed[:, channel] = part.clamp(min=0) if bool((part > 0).any()) else part
-            if not fmap.requires_grad:
-                out.append(torch.zeros_like(x[0]))
-                continue
-            (grad,) = torch.autograd.grad(fmap, xg, seed, allow_unused=True)
-        out.append(torch.zeros_like(x[0]) if grad is None else grad[0].detach())
-    return torch.stack(out).float().cpu()
+    return torch.stack([project_map(model, x, name, channel, raw_if_negative=True)[0]
+                        for name, channel in zip(layer_names, channels)]).float().cpu()
 
 
 __all__ = ["occlusion", "OcclusionResult", "default_geometry", "positions", "resolve_targets", "strongest_channel"]

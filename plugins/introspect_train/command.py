@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 import torch
 
-from introspect.cli import emit, note
-from introspect.errors import IntrospectError
+from introspect.plugin import IntrospectError, emit, note
 
 #: Options that shape the network: fixed by the checkpoint when resuming.
 _ARCH_OPTIONS = ("arch", "widths", "fc", "no_lrn", "drop_layers", "dropout", "arch_args", "input_size", "init_std")
@@ -64,8 +63,7 @@ def _build(arch: str, kwargs: dict, input_size: tuple[int, int, int], seed: int,
            tie: bool = False):
     """Build ``arch`` for ``input_size`` (fitting ZFNet's ``pool5_size`` when needed), initialized with
     N(0, ``init_std``) (and grey first-layer filters when ``tie``); returns ``(model, kwargs)``."""
-    from introspect.models import get_arch
-    from introspect.models.train import init_paper, tie_input_channels
+    from introspect.plugin import get_arch, init_paper, tie_input_channels
 
     spec = get_arch(arch)
     torch.manual_seed(seed)
@@ -108,7 +106,7 @@ def _dry_run(model, input_size) -> str | None:
 
 def _load_data(data: Path, input_size, cache: Path):
     """``(train, test or None, kind)`` for an IDX folder or an image folder."""
-    from introspect.models.train import fashion_mnist, image_folder, is_idx_folder
+    from introspect.plugin import fashion_mnist, image_folder, is_idx_folder
 
     if not data.exists():
         raise IntrospectError(f"data folder not found: {data}; pass an image folder or a folder of Fashion-MNIST IDX files")
@@ -182,8 +180,9 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
       introspect train photos/ --drop-layers conv3,conv4 --out runs/no34      (Table 3 ablation)
       introspect train photos/ --resume runs/zf/epoch_010.pt --epochs 15 --lr 0.001
     """
-    from introspect.models import resolve_device
-    from introspect.models.train import TrainConfig, channel_stats, read_training_checkpoint, split, train_model
+    from introspect.plugin import (
+        TrainConfig, channel_stats, read_training_checkpoint, resolve_device, split, train_model
+    )
 
     dev = resolve_device(device)
     ckpt = read_training_checkpoint(resume) if resume is not None else None
@@ -207,7 +206,7 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
         size = _input_size(input_size)
     train_set, test_set, kind = _load_data(data, size or (3, 64, 64), out / "data")
     if size is None:
-        from introspect.models import get_arch
+        from introspect.plugin import get_arch
 
         size = (3, 64, 64) if kind == "fashion-mnist" else tuple(get_arch(arch).input_size)
         if kind == "image-folder":

@@ -13,7 +13,7 @@ import click
 import torch
 
 from introspect import hookimpl
-from introspect.core import apply_rule
+from introspect.plugin import apply_rule
 
 
 @dataclass
@@ -60,8 +60,7 @@ def register_methods(register):
 
 @hookimpl
 def register_commands(cli):
-    from introspect.cli import emit, model_options, open_images, open_model, output_options
-    from introspect.render import OutputDir, to_uint8
+    from introspect.plugin import OutputDir, emit, model_options, open_images, open_model, output_options, to_uint8
 
     @click.command("guided")
     @click.argument("model", required=False, type=click.Path(path_type=Path))

@@ -1,7 +1,7 @@
 """One forward pass of a batch, then deconvnet projections of any activations of one layer.
 
 :class:`Deconvnet` runs the forward pass once and keeps what the way down needs: the max-pool
-switches of a plain chain (the fast path of :mod:`introspect_deconv.chain`), or, for any other
+switches of a plain chain (the fast path of :mod:`introspect.core.chain`), or, for any other
 model (ResNet's residual sums, functional ReLUs, a user's module), the autograd graph recorded under
 ``introspect.core.apply_rule(model, "deconvnet")``, from which many projections come out of batched
 backward passes (``torch.autograd.grad(..., is_grads_batched=True)``). Both paths apply the same
@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from introspect.core import apply_rule, attach, eval_mode, resolve_layer
+from introspect.core.attach import attach, eval_mode
+from introspect.core.layers import resolve_layer
+from introspect.core.rules import apply_rule
 from introspect.core.layers import Field
 from introspect.errors import IntrospectError
 
-from introspect_deconv.chain import Chain, gather_windows, trace_chain
+from introspect.core.chain import Chain, gather_windows, trace_chain
 
 MODES = ("max", "map")
 METHODS = ("auto", "chain", "autograd")
@@ -71,6 +73,11 @@ class Frame:
         lo = tuple(0 if whole[a] else field.lo[a] for a in range(2))
         jump = tuple(0 if whole[a] else field.jump[a] for a in range(2))
         return cls(size, lo, jump, whole)
+
+    @classmethod
+    def whole(cls, image_hw: tuple[int, int]) -> "Frame":
+        """The whole image as the window (what mode ``"map"`` uses)."""
+        return cls(tuple(image_hw), (0, 0), (0, 0), (True, True))
 
     def origins(self, position: torch.Tensor) -> torch.Tensor:
         """``(P, 2)`` corners of the windows of units at ``(P, 2)`` map positions ``(y, x)``."""
@@ -205,7 +212,8 @@ class Deconvnet:
     # -- projections -----------------------------------------------------------------------------
     def windows(self, image_index: torch.Tensor, channel: torch.Tensor, frame: Frame, *,
                 mode: str = "max", position: torch.Tensor | None = None, out: torch.Tensor | None = None,
-                out_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                out_index: torch.Tensor | None = None,
+                seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Project activations to the input, each kept in its window.
 
         Args:
@@ -218,6 +226,8 @@ class Deconvnet:
             out (Tensor | None): a zero-filled ``(Q, C_in, *frame.size)`` float32 CPU tensor to write
                 projection ``i`` into, at row ``out_index[i]`` (default ``i``).
             out_index (Tensor | None): ``(P,)`` int64 rows of ``out``.
+            seeds (Tensor | None): the values to project instead of the rectified activations:
+                ``(P,)`` in mode ``"max"``, ``(P, h, w)`` in mode ``"map"``.
 
         Returns:
             tuple[Tensor, Tensor]: the ``(P, C_in, *frame.size)`` float32 projections on the CPU
@@ -235,7 +245,9 @@ class Deconvnet:
         rows_out = torch.arange(len(channel)) if out_index is None else out_index.to("cpu", torch.int64)
         if len(channel) == 0:
             return out, origins
-        seeds = self._seed_values(image_index, channel, mode, position)
+        if seeds is None:
+            seeds = self._seed_values(image_index, channel, mode, position)
+        seeds = seeds.to(dev, self.activations.dtype)
         if self.chain is not None:
             self._chain_windows(image_index, channel, mode, position, seeds, frame, origins, out, rows_out)
         else:
@@ -329,6 +341,38 @@ def strongest(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 
+def project_map(model: nn.Module, images: torch.Tensor, layer, channel: int, *, method: str = "auto",
+                raw_if_negative: bool = False) -> torch.Tensor:
+    """The deconvnet projection of feature map ``channel`` of ``layer``, whole, for each image.
+
+    Args:
+        model (nn.Module): any convnet (run in eval mode; flags restored after).
+        images (Tensor): ``(N, C, H, W)`` preprocessed inputs on the model's device.
+        layer (str | nn.Module): the layer, by name, alias or module.
+        channel (int): the feature map.
+        method (str): ``"auto"``, ``"chain"`` or ``"autograd"`` (see :class:`Deconvnet`).
+        raw_if_negative (bool): project the raw map of an image whose map has no positive value
+            (by default such a map projects to zero, as the deconvnet's input is rectified).
+
+    Returns:
+        Tensor: ``(N, C, H, W)`` float32 projections on the CPU.
+
+    Example:
+        >>> picture = project_map(model, image, "conv5", 17)[0]     # 3 x H x W
+    """
+    net = Deconvnet(model, images, layer, method=method)
+    n = images.shape[0]
+    index = torch.arange(n)
+    maps = net.activations[:, channel]
+    seeds = maps.clamp_min(0)
+    if raw_if_negative:
+        empty = (maps > 0).reshape(n, -1).sum(1) == 0
+        seeds = torch.where(empty.view(-1, *[1] * (maps.dim() - 1)), maps, seeds)
+    out, _ = net.windows(index, torch.full((n,), int(channel), dtype=torch.int64), Frame.whole(net.image_hw),
+                         mode="map", seeds=seeds)
+    return out
+
+
 class _Reached(Exception):
     """Raised once the layer of interest has produced its output."""
 
@@ -373,5 +417,5 @@ def layer_field(model: nn.Module, layer, input_size) -> Field:
         return receptive_field(_UpTo(model, module).eval(), "model." + name, tuple(input_size))
 
 
-__all__ = ["Deconvnet", "Frame", "MODES", "METHODS", "cut_windows", "eval_mode", "layer_field", "place",
+__all__ = ["Deconvnet", "Frame", "MODES", "METHODS", "cut_windows", "layer_field", "place", "project_map",
            "readable_errors", "shift_crop", "strongest"]

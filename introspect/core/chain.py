@@ -20,7 +20,7 @@ batches of neighbours, which share most of their cuts:
   ``Dropout`` (eval) and ``Identity`` are the identity.
 
 These are the rules of ``introspect.core.apply_rule(model, "deconvnet")``; the generic autograd path
-(:mod:`introspect_deconv.deconvnet`) gives the same numbers for any model, and is used whenever
+(:mod:`introspect.core.deconvnet`) gives the same numbers for any model, and is used whenever
 :func:`trace_chain` finds no such chain.
 """
 from __future__ import annotations

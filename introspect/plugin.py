@@ -1,0 +1,118 @@
+"""The surface a plugin may import: everything of introspect that is a plugin's business, in one place.
+
+A plugin (bundled or third-party) imports from this module and from the public ``introspect``
+package (``introspect.__all__``), nothing else of introspect, and never another plugin's modules;
+``tests/test_plugin_surface.py`` walks ``plugins/`` and fails on any other import. A plugin that
+uses another plugin's method asks for it by name (:func:`require_method`), so a missing plugin is a
+one-line error, not an ``AttributeError``.
+
+Names are loaded on first use, so importing this module (as every plugin's ``__init__`` does) costs
+nothing until a command or method runs::
+
+    from introspect.plugin import hookimpl, attach, resolve_layer, Result, Progress
+
+Groups (see ``__all__``):
+
+* **plugin hooks**: ``hookimpl``, ``IntrospectError``, ``closest`` (did-you-mean), ``require_method``;
+* **layers**: ``resolve_layer``, ``layer_names``, ``aliases``, ``alias_of``, ``conv_layers``,
+  ``last_conv_layer``, ``receptive_field``, ``Field``;
+* **hooks on a model**: ``attach``, ``eval_mode``, ``apply_rule``, ``RULES``, ``Rule``;
+* **the deconvnet projection primitive**: ``Deconvnet``, ``Frame``, ``project_map``, ``layer_field``,
+  ``strongest``, ``cut_windows``, ``readable_errors``, ``PROJECTION_MODES``, ``PROJECTION_METHODS``;
+* **models**: ``model_device``, ``model_dtype``, ``to_model``, ``meta_of``, ``ModelMeta``,
+  ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
+* **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
+  ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
+* **results and progress**: ``Result``, ``Progress``, ``report_progress``;
+* **command line**: ``model_options``, ``output_options``, ``open_model``, ``open_images``,
+  ``bundled_image_dir``, ``emit``, ``note``, ``PhaseBars``;
+* **pictures and output files**: ``OutputDir``, ``save_png``, ``jsonable``, ``csv_text``, ``grid``,
+  ``to_uint8``, ``colormap``, ``heatmap_overlay``, ``with_colorbar``, ``draw_boxes``, ``line_plot``,
+  ``table_image``;
+* **training** (the paper's recipe as a library): ``TrainConfig``, ``train_model``, ``init_paper``,
+  ``tie_input_channels``, ``channel_stats``, ``split``, ``fashion_mnist``, ``image_folder``,
+  ``is_idx_folder``, ``read_training_checkpoint``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: name on this surface -> (module, name there)
+_SOURCES: dict[str, tuple[str, str]] = {}
+
+
+def _add(module: str, *names: str, **renamed: str) -> None:
+    for name in names:
+        _SOURCES[name] = (module, name)
+    for name, original in renamed.items():
+        _SOURCES[name] = (module, original)
+
+
+_add("introspect.hookspecs", "hookimpl")
+_add("introspect.errors", "IntrospectError", "closest")
+_add("introspect.manager", "require_method")
+_add("introspect.core.layers", "resolve_layer", "layer_names", "aliases", "alias_of", "conv_layers",
+     "last_conv_layer", "receptive_field", "Field")
+_add("introspect.core.attach", "attach", "eval_mode")
+_add("introspect.core.rules", "apply_rule", "RULES", "Rule")
+_add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_field", "strongest", "cut_windows",
+     "readable_errors", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
+_add("introspect.core.results", "Result", "Progress", report_progress="report")
+_add("introspect.core.device", "model_device", "model_dtype", "to_model")
+_add("introspect.models", "meta_of", "ModelMeta", "get_arch")
+_add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")
+_add("introspect.images", "Preprocess", "ImageFolderDataset", "read_image", "IMAGE_EXTENSIONS")
+_add("introspect.occluders", "FILLS", "fill_image")
+_add("introspect.cli", "model_options", "output_options", "open_model", "open_images", "bundled_image_dir", "emit",
+     "note", "PhaseBars")
+_add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text")
+_add("introspect.render", "grid", "to_uint8", "colormap", "heatmap_overlay", "with_colorbar", "draw_boxes")
+_add("introspect.plot", "line_plot", "table_image")
+_add("introspect.models.train", "TrainConfig", "train_model", "init_paper", "tie_input_channels", "channel_stats",
+     "split", "fashion_mnist", "image_folder", "is_idx_folder", "read_training_checkpoint")
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'introspect.plugin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(source[0]), source[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # the same names, for type checkers and IDEs
+    from introspect.cli import (PhaseBars, bundled_image_dir, emit, model_options, note, open_images, open_model,
+                                output_options)
+    from introspect.core.attach import attach, eval_mode
+    from introspect.core.deconvnet import METHODS as PROJECTION_METHODS
+    from introspect.core.deconvnet import MODES as PROJECTION_MODES
+    from introspect.core.deconvnet import (Deconvnet, Frame, cut_windows, layer_field, project_map, readable_errors,
+                                           strongest)
+    from introspect.core.results import Progress, Result
+    from introspect.core.results import report as report_progress
+    from introspect.core.device import model_device, model_dtype, to_model
+    from introspect.core.layers import (Field, alias_of, aliases, conv_layers, last_conv_layer, layer_names,
+                                        receptive_field, resolve_layer)
+    from introspect.core.rules import RULES, Rule, apply_rule
+    from introspect.errors import IntrospectError, closest
+    from introspect.hookspecs import hookimpl
+    from introspect.images import IMAGE_EXTENSIONS, ImageFolderDataset, Preprocess, read_image
+    from introspect.manager import require_method
+    from introspect.models import ModelMeta, get_arch, meta_of
+    from introspect.models.load import FORMAT as CHECKPOINT_FORMAT
+    from introspect.models.load import load_model, resolve_device
+    from introspect.models.train import (TrainConfig, channel_stats, fashion_mnist, image_folder, init_paper,
+                                         is_idx_folder, read_training_checkpoint, split, tie_input_channels,
+                                         train_model)
+    from introspect.occluders import FILLS, fill_image
+    from introspect.plot import line_plot, table_image
+    from introspect.output import OutputDir, csv_text, jsonable, save_png
+    from introspect.render import colormap, draw_boxes, grid, heatmap_overlay, to_uint8, with_colorbar

@@ -1,0 +1,84 @@
+"""The plugin contract: plugins import only ``introspect.plugin``, public ``introspect`` names and
+their own modules; every module the surface draws from declares ``__all__``."""
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import introspect
+import introspect.plugin as surface
+
+ROOT = Path(__file__).resolve().parent.parent
+#: the bundled plugins and the example third-party plugin
+PACKAGES = sorted(ROOT.glob("plugins/introspect_*")) + [ROOT / "examples" / "introspect-guided" / "introspect_guided"]
+
+
+def imports_outside_surface(path: Path, own: str) -> list[str]:
+    """Every import in ``path`` that is neither the surface, public ``introspect``, the plugin's own
+    package ``own``, nor outside introspect altogether (torch, numpy, ...)."""
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                if alias.name.startswith("introspect") and top != own:
+                    bad.append(f"{path.name}:{node.lineno}: import {alias.name}")
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            top = module.split(".")[0]
+            if node.level or top == own or not top.startswith("introspect"):
+                continue
+            names = [a.name for a in node.names]
+            if module == "introspect.plugin":
+                allowed = set(surface.__all__)
+            elif module == "introspect":
+                allowed = set(introspect.__all__)
+            else:
+                allowed = set()
+            for name in names:
+                if name not in allowed or name.startswith("_"):
+                    bad.append(f"{path.name}:{node.lineno}: from {module} import {name}")
+    return bad
+
+
+def test_bundled_plugins_import_only_the_surface():
+    found = {}
+    assert len(PACKAGES) > 8
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            bad = imports_outside_surface(path, package.name)
+            if bad:
+                found[package.name] = found.get(package.name, []) + bad
+    assert found == {}
+
+
+def test_the_walker_catches_each_kind_of_bad_import(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "import torch\nfrom introspect.plugin import attach\nfrom introspect import hookimpl\n"
+        "from introspect_mine.x import y\nfrom . import z\n"            # all fine
+        "from introspect.core.layers import resolve_layer\n"             # 6: core module
+        "from introspect_deconv.top import top_k\n"                      # 7: another plugin
+        "import introspect.render\n"                                     # 8: a module of introspect
+        "from introspect import render\n"                                # 9: not a public name
+        "from introspect.plugin import _SOURCES\n"                       # 10: not on the surface
+    )
+    bad = imports_outside_surface(source, "introspect_mine")
+    assert [b.split(":")[1] for b in bad] == ["6", "7", "8", "9", "10"]
+
+
+def test_every_surface_name_resolves_and_its_module_declares_all():
+    for name in surface.__all__:
+        module, original = surface._SOURCES[name]
+        loaded = importlib.import_module(module)
+        assert original in loaded.__all__, f"{module} does not list {original} in __all__"
+        assert getattr(surface, name) is getattr(loaded, original)
+    assert set(surface.__all__) <= set(dir(surface))
+
+
+def test_an_unknown_surface_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        surface.nothing  # noqa: B018
