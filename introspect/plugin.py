@@ -19,6 +19,8 @@ Groups (see ``__all__``):
 * **hooks on a model**: ``attach``, ``eval_mode``, ``apply_rule``, ``RULES``, ``Rule``;
 * **the deconvnet projection primitive**: ``Deconvnet``, ``Frame``, ``project_map``, ``layer_field``,
   ``strongest``, ``cut_windows``, ``readable_errors``, ``PROJECTION_MODES``, ``PROJECTION_METHODS``;
+* **occluder sweeps** (incremental inference): ``SweepRunner``, ``Sweep``, ``prepare_engine``,
+  ``auto_batch_size``, ``AUTO_BATCH_BYTES``;
 * **models**: ``model_device``, ``model_dtype``, ``to_model``, ``meta_of``, ``ModelMeta``,
   ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
 * **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
@@ -58,6 +60,7 @@ _add("introspect.core.attach", "attach", "eval_mode")
 _add("introspect.core.rules", "apply_rule", "RULES", "Rule")
 _add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_field", "strongest", "cut_windows",
      "readable_errors", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
+_add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_batch_size", "AUTO_BATCH_BYTES")
 _add("introspect.core.results", "Result", "Progress", report_progress="report")
 _add("introspect.core.device", "model_device", "model_dtype", "to_model")
 _add("introspect.models", "meta_of", "ModelMeta", "get_arch")
@@ -96,6 +99,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from introspect.core.deconvnet import MODES as PROJECTION_MODES
     from introspect.core.deconvnet import (Deconvnet, Frame, cut_windows, layer_field, project_map, readable_errors,
                                            strongest)
+    from introspect.core.sweep import AUTO_BATCH_BYTES, Sweep, SweepRunner, auto_batch_size, prepare_engine
     from introspect.core.results import Progress, Result
     from introspect.core.results import report as report_progress
     from introspect.core.device import model_device, model_dtype, to_model

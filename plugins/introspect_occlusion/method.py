@@ -16,11 +16,9 @@ import torch
 from torch import nn
 
 from introspect.plugin import (
-    FILLS, IntrospectError, alias_of, attach, closest, eval_mode, fill_image, last_conv_layer, meta_of, project_map,
-    resolve_layer
+    AUTO_BATCH_BYTES, FILLS, IntrospectError, Sweep, SweepRunner, alias_of, attach, auto_batch_size, closest, eval_mode,
+    fill_image, last_conv_layer, meta_of, prepare_engine, project_map, resolve_layer
 )
-
-from introspect.core.sweep import AUTO_BATCH_BYTES, SweepRunner, Sweep, auto_batch_size, prepare_engine
 
 #: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
 PAPER_INPUT, PAPER_SIZE, PAPER_STRIDE = 224, 50, 10
