@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -143,13 +144,13 @@ class Rule:
     gate: str | None = None
 
     def __post_init__(self):
-        for key in ACTIVATIONS:
+        for key, act in ACTIVATIONS.items():
             value = getattr(self, key)
             if value is None:
                 object.__setattr__(self, key, self.relu)
             elif value not in KINDS:
                 raise IntrospectError(
-                    f"unknown rule {value!r} for {ACTIVATIONS[key].name}; use one of {', '.join(KINDS)}")
+                    f"unknown rule {value!r} for {act.name}; use one of {', '.join(KINDS)}")
         if self.gate is None:
             object.__setattr__(self, "gate", "fixed" if self.relu in ("deconvnet", "guided") else "through")
         for field_name in ("lrn", "batchnorm"):
@@ -158,7 +159,7 @@ class Rule:
         if self.gate not in ("fixed", "through"):
             raise IntrospectError(f"gate rule must be 'fixed' or 'through', not {self.gate!r}")
 
-    def but(self, **changes) -> "Rule":
+    def but(self, **changes) -> Rule:
         """A copy with some fields changed, e.g. ``RULES['deconvnet'].but(lrn='gradient')`` or, per
         activation type, ``RULES['deconvnet'].but(silu='gradient', gelu='pass')``."""
         known = {f.name for f in fields(self)}
@@ -648,5 +649,17 @@ def rules_table() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ACTIVATIONS", "Activation", "COMPOSITE_MODULES", "KINDS", "Rule", "RULES", "apply_rule",
-           "choice_note", "parse_activation_rules", "resolve_rule", "ruled", "rules_table"]
+__all__ = [
+    "ACTIVATIONS",
+    "COMPOSITE_MODULES",
+    "KINDS",
+    "RULES",
+    "Activation",
+    "Rule",
+    "apply_rule",
+    "choice_note",
+    "parse_activation_rules",
+    "resolve_rule",
+    "ruled",
+    "rules_table",
+]
