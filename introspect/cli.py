@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 import torch
@@ -114,12 +115,13 @@ class PhaseBars:
     Args:
         label (callable | None): ``label(phase) -> str``, the text beside each bar; default the phase.
 
+    It is the one place where progress becomes click bars: library functions only call their
+    ``progress`` callback (:data:`introspect.core.results.Progress`). Used as a context manager, the
+    last bar is closed on exit.
+
     Example:
-        >>> bars = PhaseBars(lambda phase: f"{phase} conv5")
-        >>> try:
+        >>> with PhaseBars(lambda phase: f"{phase} conv5") as bars:
         ...     result = top_k(model, data, "conv5", progress=bars)
-        ... finally:
-        ...     bars.close()
     """
 
     def __init__(self, label=None):
@@ -140,6 +142,12 @@ class PhaseBars:
             self.bar.__exit__(None, None, None)
             self.bar = None
 
+    def __enter__(self) -> "PhaseBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def emit(obj, as_json: bool, text: str | None = None) -> None:
     """Print ``obj`` as JSON (``--json``) or ``text`` for a person."""
@@ -149,6 +157,26 @@ def emit(obj, as_json: bool, text: str | None = None) -> None:
         click.echo(json.dumps(jsonable(obj), indent=2, default=_json_default, allow_nan=False))
     elif text is not None:
         click.echo(text)
+
+
+def emit_result(result, out, as_json: bool, lines: Callable[[dict], list[str]] | None = None, *,
+                extra: dict | None = None, files: list[Path] | None = None) -> dict:
+    """Save a method's result (the :class:`~introspect.core.results.Result` protocol) and print it.
+
+    ``result.save(out)`` writes the files into the ``--out`` folder (``files``: what an earlier
+    ``result.save(od)`` into an ``OutputDir`` opened before the long work returned; then nothing
+    is saved here). The summary is ``result.to_dict()`` with ``extra``, ``out`` and ``files``
+    (paths relative to the folder). ``--json`` prints the summary; otherwise ``lines(summary)``
+    and ``wrote N files to OUT``. Returns the summary.
+    """
+    folder = Path(out)
+    if files is None:
+        files = result.save(out)
+    summary = result.to_dict() | (extra or {}) | {
+        "out": str(folder), "files": sorted(str(Path(p).relative_to(folder)) for p in files)}
+    text = (lines(summary) if lines is not None else []) + [f"wrote {len(files)} files to {folder}"]
+    emit(summary, as_json, "\n".join(text))
+    return summary
 
 
 def _json_default(o):
@@ -253,5 +281,5 @@ if __name__ == "__main__":  # pragma: no cover
 
 __all__ = [
     "IntrospectGroup", "model_options", "output_options", "bundled_image_dir", "bundled_image", "note",
-    "open_model", "open_images", "PhaseBars", "emit", "build_cli", "main"
+    "open_model", "open_images", "PhaseBars", "emit", "emit_result", "build_cli", "main"
 ]

@@ -25,9 +25,10 @@ Groups (see ``__all__``):
   ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
 * **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
   ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
-* **results and progress**: ``Result``, ``Progress``, ``report_progress``;
+* **results and progress**: ``Result``, ``Progress``, ``report_progress``, ``counted``, ``output_folder``,
+  ``written``;
 * **command line**: ``model_options``, ``output_options``, ``open_model``, ``open_images``,
-  ``bundled_image_dir``, ``emit``, ``note``, ``PhaseBars``;
+  ``bundled_image_dir``, ``emit``, ``emit_result``, ``note``, ``PhaseBars``;
 * **pictures and output files**: ``OutputDir``, ``save_png``, ``jsonable``, ``csv_text``, ``grid``,
   ``to_uint8``, ``colormap``, ``heatmap_overlay``, ``with_colorbar``, ``draw_boxes``, ``line_plot``,
   ``table_image``;
@@ -61,14 +62,14 @@ _add("introspect.core.rules", "apply_rule", "RULES", "Rule")
 _add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_field", "strongest", "cut_windows",
      "readable_errors", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
 _add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_batch_size", "AUTO_BATCH_BYTES")
-_add("introspect.core.results", "Result", "Progress", report_progress="report")
+_add("introspect.core.results", "Result", "Progress", "counted", "output_folder", "written", report_progress="report")
 _add("introspect.core.device", "model_device", "model_dtype", "to_model")
 _add("introspect.models", "meta_of", "ModelMeta", "get_arch")
 _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")
 _add("introspect.images", "Preprocess", "ImageFolderDataset", "read_image", "IMAGE_EXTENSIONS")
 _add("introspect.occluders", "FILLS", "fill_image")
 _add("introspect.cli", "model_options", "output_options", "open_model", "open_images", "bundled_image_dir", "emit",
-     "note", "PhaseBars")
+     "note", "PhaseBars", "emit_result")
 _add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text")
 _add("introspect.render", "grid", "to_uint8", "colormap", "heatmap_overlay", "with_colorbar", "draw_boxes")
 _add("introspect.plot", "line_plot", "table_image")
@@ -92,15 +93,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from introspect.cli import (PhaseBars, bundled_image_dir, emit, model_options, note, open_images, open_model,
-                                output_options)
+    from introspect.cli import (PhaseBars, bundled_image_dir, emit, emit_result, model_options, note, open_images,
+                                open_model, output_options)
     from introspect.core.attach import attach, eval_mode
     from introspect.core.deconvnet import METHODS as PROJECTION_METHODS
     from introspect.core.deconvnet import MODES as PROJECTION_MODES
     from introspect.core.deconvnet import (Deconvnet, Frame, cut_windows, layer_field, project_map, readable_errors,
                                            strongest)
     from introspect.core.sweep import AUTO_BATCH_BYTES, Sweep, SweepRunner, auto_batch_size, prepare_engine
-    from introspect.core.results import Progress, Result
+    from introspect.core.results import Progress, Result, counted, output_folder, written
     from introspect.core.results import report as report_progress
     from introspect.core.device import model_device, model_dtype, to_model
     from introspect.core.layers import (Field, alias_of, aliases, conv_layers, last_conv_layer, layer_names,

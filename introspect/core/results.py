@@ -11,9 +11,10 @@ go; the command line turns the calls into click bars at its edge (:class:`intros
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Protocol, Union, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
 
 #: ``progress(phase, done, total)``: ``done`` of ``total`` units of stage ``phase`` are finished.
 Progress = Callable[[str, int, int], None]
@@ -27,10 +28,46 @@ class Result(Protocol):
         """A JSON-ready summary: numbers, names and shapes, no tensors."""
         ...
 
-    def save(self, out: Union[str, "os.PathLike[str]"]) -> list[Path]:
+    def save(self, out: Union[str, "os.PathLike[str]", Any]) -> list[Path]:
         """Write the result's pictures (PNG), arrays (``.npy``) and ``result.json`` into folder ``out``
-        (created if needed; nothing is left half-written on error) and return the paths written."""
+        (created if needed; nothing is left half-written on error) and return the paths written.
+        ``out`` may also be an open :class:`introspect.output.OutputDir` (a command opens it before
+        the long work, so a bad ``--out`` fails at once); the paths are then where the files land
+        when it closes."""
         ...
+
+
+def counted(progress: Progress | None, phase: str, total: int) -> Callable[[int], None] | None:
+    """A callback for loops that count in steps (``step(n)``: ``n`` more units done) reporting
+    ``progress(phase, done, total)``; None when ``progress`` is None."""
+    if progress is None:
+        return None
+    done = 0
+
+    def step(count: int) -> None:
+        nonlocal done
+        done += int(count)
+        progress(phase, done, total)
+
+    return step
+
+
+@contextlib.contextmanager
+def output_folder(out) -> Iterator[Any]:
+    """``out`` as an open :class:`~introspect.output.OutputDir`: the one given (its owner commits it),
+    or a new one for folder ``out``, committed when the block ends (nothing written on error)."""
+    from introspect.output import OutputDir
+
+    if isinstance(out, OutputDir):
+        yield out
+    else:
+        with OutputDir(out) as od:
+            yield od
+
+
+def written(od, names: Sequence[str]) -> list[Path]:
+    """The final paths of files ``names`` (relative) written into ``od``, sorted."""
+    return sorted(od.out / name for name in names)
 
 
 def report(progress: Progress | None, phase: str, done: int, total: int) -> None:
@@ -39,4 +76,4 @@ def report(progress: Progress | None, phase: str, done: int, total: int) -> None
         progress(phase, done, total)
 
 
-__all__ = ["Progress", "Result", "report"]
+__all__ = ["Progress", "Result", "report", "counted", "output_folder", "written"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import FILLS, emit, model_options, note, open_model, output_options
+from introspect.plugin import FILLS, PhaseBars, emit, model_options, note, open_model, output_options
 
 
 @click.command("correspondence")
@@ -52,8 +52,9 @@ def correspondence_command(model, images, parts_file, layers, random_trials, fil
     from introspect_correspondence.method import correspondence
 
     net = open_model(model, arch, device, trust_pickle)
-    result = correspondence(net, list(images), parts_file, list(layers) or None, random_trials=random_trials,
-                            fill=fill, seed=seed, tol=tol, batch_size=batch_size, progress=True)
+    with PhaseBars() as bars:
+        result = correspondence(net, list(images), parts_file, list(layers) or None, random_trials=random_trials,
+                                fill=fill, seed=seed, tol=tol, batch_size=batch_size, progress=bars)
     files = result.save(out)
     emit(result.to_dict(), as_json, result.table())
     note(f"wrote {len(files)} files to {out}")

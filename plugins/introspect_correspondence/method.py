@@ -8,10 +8,8 @@ a random region of the same size in each image instead.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -21,7 +19,8 @@ import torch
 from torch import nn
 
 from introspect.plugin import (
-    FILLS, IntrospectError, aliases, attach, eval_mode, fill_image, last_conv_layer, meta_of, resolve_layer
+    FILLS, IntrospectError, Progress, aliases, attach, eval_mode, fill_image, last_conv_layer, meta_of,
+    report_progress, resolve_layer
 )
 
 from introspect_correspondence.delta import hamming_matrix, pair_stats, sign_pattern
@@ -311,14 +310,6 @@ def _random_boxes(boxes: dict[str, list], hw: tuple[int, int], trials: int, seed
     return out
 
 
-def _progress(enabled: bool, total: int, label: str):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    import click
-
-    return click.progressbar(length=total, label=label, file=sys.stderr)
-
-
 # --------------------------------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------------------------------
@@ -337,7 +328,7 @@ def correspondence(
     names: Sequence[str] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> CorrespondenceResult:
     """Correspondence analysis (the paper's Sec. 4.3, Table 1): does masking the same part change
     the representation the same way in every image?
@@ -380,7 +371,8 @@ def correspondence(
             the file names are used. Parts given per image name are matched against these.
         mean, std (sequence of float | None): input normalization for the fill (default: the model's
             :class:`~introspect.models.ModelMeta`, ImageNet for a plain module).
-        progress (bool): show a progress bar on stderr (default False).
+        progress (Progress | None): ``progress("correspondence", batches_done, batches_total)`` after
+            each batch of masked images.
 
     Returns:
         CorrespondenceResult: the table (``.mean``, ``.std``, ``.table()``), per-pair matrices,
@@ -426,7 +418,8 @@ def correspondence(
     per_batch = batch_size - 1
     chunks = math.ceil(m / per_batch)
     signs: dict[str, torch.Tensor] = {}
-    with eval_mode(model), torch.no_grad(), _progress(progress, len(layers) * n * chunks, "correspondence") as bar:
+    done, total = 0, len(layers) * n * chunks
+    with eval_mode(model), torch.no_grad():
         for layer, name in zip(layers, canonical):
             with attach(model, [name]) as rec:
                 for i in range(n):
@@ -455,8 +448,8 @@ def correspondence(
                         if layer not in signs:
                             signs[layer] = torch.zeros(m, n, feats.shape[1], dtype=torch.int8, device=x.device)
                         signs[layer][c * per_batch:c * per_batch + len(todo), i] = sign_pattern(eps, tol, scale)
-                        if bar is not None:
-                            bar.update(1)
+                        done += 1
+                        report_progress(progress, "correspondence", done, total)
 
     return _summarize(signs, layers, canonical, part_names, names, boxes, random, random_trials,
                       x, (mean, std), fill, seed, tol)

@@ -1,7 +1,6 @@
 """The ``introspect deconv`` and ``introspect top`` commands."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -90,13 +89,15 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, arch
             names.append(canonical)
     results = []
     with OutputDir(out) as od:
-        with click.progressbar(names, label="projecting", file=sys.stderr) as bar:
-            for name in bar:
+        with PhaseBars(lambda phase: "projecting") as bars:
+            bars("project", 0, len(names))
+            for name in names:
                 result = project(net, x, name, channels=list(channels) or None, mode=mode,
                                  top_maps=top_maps, method=method)
                 result.image_names = [str(p) for p in paths]
                 results.append(result)
-        files = save_projections(results, out, od)
+                bars("project", len(results), len(names))
+        files = [p.name for p in save_projections(results, od)]
     doc = {"out": str(out), "files": files, "layers": [r.to_dict() for r in results]}
     lines = []
     for r in results:
@@ -201,4 +202,4 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
         if not lead:
             return None
         note(f"writing {len(result.channels)} figures to {out}")
-        return result, result.save(out, od)
+        return result, result.save(od)

@@ -7,14 +7,14 @@ beside the same box of the input image.
 from __future__ import annotations
 
 import math
-import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from introspect.plugin import OutputDir, grid, to_uint8
+from introspect.plugin import grid, output_folder, to_uint8, written
 
 #: Tiles smaller than this (pixels, longer side) are enlarged by an integer factor (nearest).
 MIN_TILE = 96
@@ -98,19 +98,21 @@ def projection_figure(result, ncols: int = 3) -> np.ndarray:
     return grid(tiles, ncols=min(ncols, max(1, len(tiles))), pad=4, labels=labels)
 
 
-def save_projections(results: Sequence, out: str | os.PathLike, od: OutputDir | None = None):
+def save_projections(results: Sequence, out) -> list[Path]:
     """Write projections of one or more layers: ``<name>.npy`` ``(P, C, H, W)`` float32 and
     ``<name>.png`` per layer, ``result.json`` (every layer) and ``input.npy`` (the exact input).
 
-    With ``od`` (an open :class:`introspect.render.OutputDir`) the files go there; otherwise a new
-    one for ``out`` is used, so nothing is written unless everything is. Returns the file names.
+    ``out`` is a folder or an open :class:`introspect.output.OutputDir`; nothing is written unless
+    everything is. Returns the paths written.
     """
+    with output_folder(out) as od:
+        names = _write_projections(results, od)
+    return written(od, names)
+
+
+def _write_projections(results: Sequence, od) -> list[str]:
     from introspect_deconv.project import file_stem
 
-    if od is None:
-        with OutputDir(out) as own:
-            save_projections(results, out, own)
-        return own.files
     names = []
     for result in results:
         stem = file_stem(result.name)

@@ -13,8 +13,8 @@ On several processes (``torchrun``; :mod:`introspect_deconv.distributed`) each r
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -165,16 +165,19 @@ class TopK:
 
         return channel_figure(self, j)
 
-    def save(self, out: str | os.PathLike, od=None):
+    def save(self, out) -> list[Path]:
         """Write ``top.npy``, ``input.npy``, ``top.json``, ``overview.png`` and one
-        ``channels/chNNN.png`` per map into ``out`` (all or nothing). Returns the file names."""
-        from introspect.plugin import OutputDir
+        ``channels/chNNN.png`` per map into folder ``out`` (or an open ``OutputDir``), all or nothing.
+        Returns the paths written."""
+        from introspect.plugin import output_folder, written
+
+        with output_folder(out) as od:
+            names = self._write(od)
+        return written(od, names)
+
+    def _write(self, od) -> list[str]:
         from introspect_deconv.figures import channel_figure, overview_figure
 
-        if od is None:
-            with OutputDir(out) as own:
-                self.save(out, own)
-            return own.files
         names = []
         if self.projections is not None:
             od.save_npy("top.npy", self.projections.float().numpy())

@@ -1,12 +1,11 @@
 """``introspect evolution CHECKPOINT...``: the paper's Fig. 4 as PNG grids, ``.npy`` projections, CSV, JSON."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from introspect.plugin import bundled_image_dir, emit, note, output_options
+from introspect.plugin import PhaseBars, bundled_image_dir, emit_result, note, output_options
 
 from introspect_evolution.method import DEFAULT_MAPS
 
@@ -72,12 +71,10 @@ def evolution_command(checkpoints, data, layers, channels, maps, batch_size, dev
     def images_for(model):
         return ImageFolderDataset(data, Preprocess.from_meta(meta_of(model)))
 
-    count = len(gather(list(checkpoints)))  # reads only the headers: bad paths fail before any work
+    gather(list(checkpoints))  # reads only the headers: bad paths fail before any work
     with OutputDir(out) as od:  # checked before the long work; nothing written if it fails
-        with click.progressbar(length=count, label="checkpoints", file=sys.stderr, show_pos=True) as bar:
+        with PhaseBars() as bars:
             result = feature_evolution(list(checkpoints), images_for, list(layers) or None, list(channels) or None,
-                                       maps, batch_size=batch_size, device=device,
-                                       progress=lambda done, total: bar.update(1) if done else None)
-        files = result.save(out, od)
-    doc = result.to_dict() | {"out": str(out), "files": sorted(files)}
-    emit(doc, as_json, "\n".join(_summary_lines(result) + [f"wrote {len(files)} files to {out}"]))
+                                       maps, batch_size=batch_size, device=device, progress=bars)
+        files = result.save(od)
+    emit_result(result, out, as_json, lambda summary: _summary_lines(result), files=files)

@@ -10,15 +10,17 @@ column. Rows are the feature maps, columns the epochs.
 from __future__ import annotations
 
 import operator
-import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from introspect.plugin import Field, IntrospectError, alias_of, last_conv_layer, meta_of, require_method, resolve_layer
+from introspect.plugin import (
+    Field, IntrospectError, Progress, alias_of, last_conv_layer, meta_of, report_progress, require_method, resolve_layer
+)
 
 from introspect_evolution.checkpoints import check_same, gather, signature_of
 
@@ -27,9 +29,6 @@ DEFAULT_MAPS = 8
 #: A data set whose images fit in this many bytes is read once and kept in memory (every checkpoint and
 #: layer streams it again); a larger one is read again for each pass.
 IN_MEMORY_BYTES = 256 * 2 ** 20
-
-Progress = Callable[[int, int], None]
-
 
 # --------------------------------------------------------------------------------------------------
 # the result
@@ -177,26 +176,27 @@ class EvolutionResult:
 
         return csv_text(self.rows())
 
-    def save(self, out: str | os.PathLike, od=None) -> list:
+    def save(self, out) -> list[Path]:
         """Write the figures, arrays and tables into folder ``out`` (all or nothing).
 
         Files: ``evolution_<layer>.png`` (rows: feature maps, columns: epochs) and
         ``evolution_<layer>.npy`` (``(M, E, C, fh, fw)`` float32 projections) per layer,
         ``evolution.png`` (every layer as a block), ``evolution.csv`` (layer, map, epoch, activation,
-        image, position, box) and ``result.json``. With ``od`` (an open
-        :class:`introspect.render.OutputDir`) the files go there.
+        image, position, box) and ``result.json``. ``out`` may be an open
+        :class:`introspect.output.OutputDir`.
 
         Returns:
-            list: the files written (paths, or names when ``od`` is given).
+            list[Path]: the files written.
         """
-        from introspect.plugin import OutputDir
+        from introspect.plugin import output_folder, written
 
+        with output_folder(out) as od:
+            names = self._write(od)
+        return written(od, names)
+
+    def _write(self, od) -> list[str]:
         from introspect_evolution.figure import evolution_figure, file_stem, layer_figure
 
-        if od is None:
-            with OutputDir(out) as own:
-                self.save(out, own)
-            return own.files
         names = []
         for entry in self.layers:
             stem = f"evolution_{file_stem(entry.name)}"
@@ -341,8 +341,8 @@ def feature_evolution(
         batch_size (int): images per forward pass (default 32).
         device (str | torch.device): where checkpoint files are loaded (``"cpu"``, ``"cuda"``,
             ``"auto"``); loaded models run where they are.
-        progress (callable | None): ``progress(done, total)`` before the first checkpoint
-            (``done == 0``) and after each one.
+        progress (Progress | None): ``progress("checkpoints", done, total)`` before the first
+            checkpoint (``done == 0``) and after each one.
 
     Returns:
         EvolutionResult: per layer ``activation``, ``image_index`` ``(M, E)``, ``position``,
@@ -388,8 +388,7 @@ def feature_evolution(
               for name, given in chosen.items()}
     parts = {name: [] for name in names}
     seen = 0
-    if progress is not None:
-        progress(0, len(columns))
+    report_progress(progress, "checkpoints", 0, len(columns))
     for e, column in enumerate(columns):
         model = last if e == len(columns) - 1 else column.load(device)
         check_same(columns[-1], reference, column, signature_of(model))
@@ -398,8 +397,7 @@ def feature_evolution(
             parts[name].append(top)
             seen = top.images_seen
         del model
-        if progress is not None:
-            progress(e + 1, len(columns))
+        report_progress(progress, "checkpoints", e + 1, len(columns))
     meta = meta_of(last)
     return EvolutionResult(
         epochs=[int(c.epoch) for c in columns], sources=[c.source for c in columns],

@@ -1,12 +1,13 @@
 """``introspect filters [MODEL] [--data DIR]``: the first layer's filters, dead filters and aliasing (Fig. 6)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from introspect.plugin import bundled_image_dir, emit, model_options, note, open_model, output_options
+from introspect.plugin import (
+    PhaseBars, bundled_image_dir, emit_result, model_options, note, open_model, output_options
+)
 from introspect_filters.method import NORM_FRACTION
 from introspect_filters.spectrum import HF_CUTOFF
 
@@ -53,13 +54,12 @@ def filters_command(model, data, layer, batch_size, hf_cutoff, norm_fraction, ff
         note(f"no --data given: using the bundled images ({data})")
     images = ImageFolderDataset(data, Preprocess.from_meta(meta_of(net)))
     with OutputDir(out) as od:  # checked before the data pass; nothing written if it fails
-        with click.progressbar(length=len(images), label="reading images", file=sys.stderr) as bar:
+        with PhaseBars(lambda phase: "reading images") as bars:
             result = first_layer_filters(net, images, layer, batch_size=batch_size, hf_cutoff=hf_cutoff,
-                                         norm_fraction=norm_fraction, fft_size=fft_size,
-                                         progress=lambda done, total: bar.update(done - bar.pos))
-        files = result.save(out, od)
-    summary = result.to_dict() | {"data": str(data), "out": str(out), "files": sorted(files)}
-    emit(summary, as_json, "\n".join(report_lines(result, summary) + [f"wrote {len(files)} files to {out}"]))
+                                         norm_fraction=norm_fraction, fft_size=fft_size, progress=bars)
+        files = result.save(od)
+    emit_result(result, out, as_json, lambda summary: report_lines(result, summary), extra={"data": str(data)},
+                files=files)
 
 
 def report_lines(result, summary: dict) -> list[str]:

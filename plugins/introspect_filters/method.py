@@ -10,12 +10,12 @@ frequency of the layer's stride (see :mod:`introspect_filters.spectrum` for the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from introspect.plugin import IntrospectError, alias_of, attach, eval_mode, resolve_layer
+from introspect.plugin import IntrospectError, Progress, alias_of, attach, eval_mode, report_progress, resolve_layer
 
 from introspect_filters.spectrum import (HF_CUTOFF, aliasing_mask, band_fraction, frequencies, grid_size,
                                          high_frequency_mask, power_spectrum)
@@ -24,9 +24,6 @@ from introspect_filters.spectrum import (HF_CUTOFF, aliasing_mask, band_fraction
 NORM_FRACTION = 0.05
 
 NEVER_ACTIVE, NEGLIGIBLE_NORM = "never active", "negligible norm"
-
-Progress = Callable[[int, int], None]
-
 
 # --------------------------------------------------------------------------------------------------
 # the result
@@ -127,24 +124,25 @@ class FiltersResult:
         return csv_text([{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
                          for row in self.rows()], columns)
 
-    def save(self, out, od=None) -> list:
+    def save(self, out) -> list[Path]:
         """Write ``filters.png``, ``spectrum.png``, ``filters.npy``, ``report.csv`` and ``result.json``.
 
         ``filters.npy`` holds the weights ``(C_out, C_in, kh, kw)``; ``spectrum.npy`` the shifted power
-        spectra ``(C_out, Ph, Pw)``. Nothing is written on error. With ``od`` (an open
-        :class:`introspect.render.OutputDir`) the files go there.
+        spectra ``(C_out, Ph, Pw)``. Nothing is written on error. ``out`` may be an open
+        :class:`introspect.output.OutputDir`.
 
         Returns:
-            list[Path]: the files written (their names when ``od`` is given).
+            list[Path]: the files written.
         """
-        from introspect.plugin import OutputDir
+        from introspect.plugin import output_folder, written
 
+        with output_folder(out) as od:
+            names = self._write(od)
+        return written(od, names)
+
+    def _write(self, od) -> list[str]:
         from introspect_filters.figure import filters_picture, spectrum_picture
 
-        if od is None:
-            with OutputDir(out) as own:
-                self.save(out, own)
-            return own.files
         od.save_png("filters.png", filters_picture(self))
         od.save_png("spectrum.png", spectrum_picture(self))
         od.save_npy("filters.npy", self.weights)
@@ -214,8 +212,7 @@ def max_activation(model: nn.Module, layer: str, dataset, batch_size: int = 64,
             peak = act.transpose(0, 1).reshape(act.shape[1], -1).amax(1).float().cpu()
             best = peak if best is None else torch.maximum(best, peak)
             seen += len(x)
-            if progress is not None:
-                progress(seen, total)
+            report_progress(progress, "images", seen, total)
     return best, seen
 
 
@@ -281,7 +278,7 @@ def first_layer_filters(model: nn.Module, dataset=None, layer: str | nn.Module |
             norm (default 0.05).
         fft_size (int | tuple[int, int] | None): DFT grid; default the kernel size (see
             :mod:`introspect_filters.spectrum`).
-        progress (callable | None): ``progress(images_done, images_total)`` after each batch.
+        progress (Progress | None): ``progress("images", images_done, images_total)`` after each batch.
 
     Returns:
         FiltersResult: weights, norms, maxima, dead filters with reasons, high-frequency and aliasing

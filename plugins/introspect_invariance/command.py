@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import click
 
 from introspect.plugin import (
-    FILLS, IntrospectError, bundled_image_dir, emit, model_options, note, open_images, open_model, output_options
+    FILLS, IntrospectError, PhaseBars, bundled_image_dir, emit_result, model_options, note, open_images, open_model,
+    output_options
 )
 
 #: Bundled images used when none is given (the paper used 5).
@@ -115,7 +115,7 @@ def invariance_command(model, images, transform, values, span, layers, targets, 
     from introspect.plugin import meta_of
 
     from introspect_invariance.method import invariance
-    from introspect_invariance.transforms import check_transform, default_values, is_identity
+    from introspect_invariance.transforms import check_transform, default_values
 
     check_transform(transform)
     parsed = parse_values(values, span)
@@ -131,17 +131,14 @@ def invariance_command(model, images, transform, values, span, layers, targets, 
                 note("targets: the bundled images' true classes (labels.json)")
     x, paths = open_images(net, paths)
     grid_values = parsed if parsed is not None else default_values(transform, tuple(x.shape[-2:])).tolist()
-    passes = len(paths) * sum(not is_identity(transform, v) for v in grid_values)
-    with click.progressbar(length=passes, label=f"{transform} x {len(grid_values)}", file=sys.stderr) as bar:
+    with PhaseBars(lambda phase: f"{transform} x {len(grid_values)}") as bars:
         result = invariance(net, x, transform, grid_values, list(layers) or None, given, fill, batch_size,
-                            names=[p.stem for p in paths], progress=bar.update)
-    files = result.save(out)
-    summary = result.to_dict()
-    summary.update(images_files=[str(p) for p in paths], out=str(out), files=sorted(p.name for p in files))
-    emit(summary, as_json, "\n".join(_lines(result, summary, out, len(files))))
+                            names=[p.stem for p in paths], progress=bars)
+    emit_result(result, out, as_json, lambda summary: _lines(result, summary),
+                extra={"images_files": [str(p) for p in paths]})
 
 
-def _lines(result, summary, out, count) -> list[str]:
+def _lines(result, summary) -> list[str]:
     v = result.values
     lines = [f"{result.transform}: {len(v)} values from {float(v.min()):g} to {float(v.max()):g} {result.unit}, "
              f"{result.distance.shape[0]} images, {result.stats['passes']} passes, {result.stats['seconds']:.2f} s"]
@@ -154,5 +151,4 @@ def _lines(result, summary, out, count) -> list[str]:
     for image in summary["images"]:
         lines.append(f"{image['name']}: p({image['target_name']}) [{which}] {image['clean_prob']:.3f} original, "
                      f"{image['min_prob']:.3f} .. {image['max_prob']:.3f}; label kept at {image['label_kept']:.0%}")
-    lines.append(f"wrote {count} files to {out}")
     return lines

@@ -15,14 +15,15 @@ from __future__ import annotations
 import numbers
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from introspect.plugin import (
-    FILLS, IntrospectError, ModelMeta, alias_of, attach, closest, conv_layers, eval_mode, meta_of, resolve_layer
+    FILLS, IntrospectError, ModelMeta, Progress, alias_of, attach, closest, conv_layers, eval_mode, meta_of,
+    report_progress, resolve_layer
 )
 
 from introspect_invariance.transforms import (IDENTITY, UNITS, check_transform, default_values, is_identity,
@@ -302,7 +303,7 @@ def invariance(model: nn.Module, images: torch.Tensor, transform: str = "transla
                targets=None, fill: str = "mean", batch_size: int = 64,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                names: Sequence[str] | None = None,
-               progress: Callable[[int], None] | None = None) -> InvarianceResult:
+               progress: Progress | None = None) -> InvarianceResult:
     """Feature distances and class probability of images under a transformation (the paper's Fig. 5).
 
     Every image is transformed by every value (about its centre, bilinear resampling, see
@@ -331,8 +332,8 @@ def invariance(model: nn.Module, images: torch.Tensor, transform: str = "transla
         batch_size (int): transformed images per forward pass (default 64); bounds the memory.
         mean, std (sequence of float | None): the input normalization; default the model's metadata.
         names (sequence of str | None): a name per image, for legends and the CSV.
-        progress (callable | None): called with the number of transformed images finished after
-            each batch.
+        progress (Progress | None): ``progress("transform", images_done, images_total)`` after each
+            batch of transformed images.
 
     Returns:
         InvarianceResult: ``distance`` ``N x V x L``, ``prob`` and ``label`` ``N x V`` and the
@@ -448,8 +449,7 @@ class _Sweep:
             self.label[img, val] = best.indices.cpu()
             self.label_prob[img, val] = best.values.cpu()
             self.passes += 1
-            if progress is not None:
-                progress(len(chunk))
+            report_progress(progress, "transform", a + len(chunk), len(pairs))
 
 
 __all__ = ["invariance", "InvarianceResult", "default_layers", "image_targets", "PAPER_LAYERS", "IDENTITY"]

@@ -1,12 +1,11 @@
 """``introspect occlusion [MODEL] [IMAGE]``: the panels of Fig. 7 as PNG, the maps as ``.npy``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from introspect.plugin import FILLS, emit, model_options, note, open_images, open_model, output_options
+from introspect.plugin import FILLS, PhaseBars, emit_result, model_options, note, open_images, open_model, output_options
 
 
 @click.command("occlusion")
@@ -49,7 +48,7 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
     """
     from introspect.plugin import IMAGE_EXTENSIONS
 
-    from introspect_occlusion.method import _pair, default_geometry, occlusion, positions
+    from introspect_occlusion.method import occlusion
 
     if image is None and model is not None and model.suffix.lower() in IMAGE_EXTENSIONS:
         model, image = None, model
@@ -57,24 +56,17 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
     net = open_model(model, arch, device, trust_pickle)
     x, paths = open_images(net, [image] if image else [])
 
-    def progress(done: int) -> None:
-        bar.update(done)
-
-    hw = tuple(x.shape[-2:])
-    d_size, d_stride = default_geometry(hw)
-    ys, xs = positions(hw, _pair(size or d_size, "size"), _pair(stride or d_stride, "stride"))
-    total = len(ys) * len(xs)
-    with click.progressbar(length=total, label="occluding", file=sys.stderr) as bar:
+    with PhaseBars(lambda phase: "occluding") as bars:
         result = occlusion(net, x, size, stride, fill, list(targets) or None, list(layers) or None,
-                           batch_size=batch_size, approximate=tau if approximate else None, progress=progress)
+                           batch_size=batch_size, approximate=tau if approximate else None, progress=bars)
     if result.fallback:
         note(f"note: whole forward passes were used ({result.fallback})")
-    files = result.save(out)
-    summary = result.to_dict()
-    summary["image"] = str(paths[0])
-    summary["out"] = str(out)
-    summary["files"] = sorted(p.name for p in files)
-    lines = [f"{total} occluder positions ({len(ys)} x {len(xs)}), size {result.size[0]}, stride {result.stride[0]}, "
+    emit_result(result, out, as_json, lambda summary: _lines(result, summary, fill), extra={"image": str(paths[0])})
+
+
+def _lines(result, summary: dict, fill: str) -> list[str]:
+    py, px = len(result.ys), len(result.xs)
+    lines = [f"{py * px} occluder positions ({py} x {px}), size {result.size[0]}, stride {result.stride[0]}, "
              f"fill {fill}, {result.mode} inference, {result.stats['seconds']:.2f} s"]
     for t in summary["targets"]:
         lines.append(f"p({t['name']}): {t['clean_prob']:.3f} unoccluded, {t['min_prob']:.3f} at worst "
@@ -86,5 +78,4 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
         e = result.approx_error
         lines.append(f"approximation (tau {result.tau}): max |dp| {e['prob_max_abs']:.2e}, labels agree at "
                      f"{e['label_agreement']:.0%} of {e['checked_positions']} checked positions")
-    lines.append(f"wrote {len(files)} files to {out}")
-    emit(summary, as_json, "\n".join(lines))
+    return lines

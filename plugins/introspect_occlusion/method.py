@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from introspect.plugin import (
-    AUTO_BATCH_BYTES, FILLS, IntrospectError, Sweep, SweepRunner, alias_of, attach, auto_batch_size, closest, eval_mode,
-    fill_image, last_conv_layer, meta_of, prepare_engine, project_map, resolve_layer
+    AUTO_BATCH_BYTES, FILLS, IntrospectError, Progress, Sweep, SweepRunner, alias_of, attach, auto_batch_size, closest,
+    counted, eval_mode, fill_image, last_conv_layer, meta_of, prepare_engine, project_map, resolve_layer
 )
 
 #: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
@@ -284,7 +284,7 @@ def occlusion(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     blur_sigma: float = 8.0,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> OcclusionResult:
     """Occlusion sensitivity (Zeiler & Fergus, Fig. 7): slide an occluder over ``image`` and read,
     from one pass per position, every target's probability, the top label and the total activation of
@@ -338,7 +338,8 @@ def occlusion(
         project (bool): compute the deconvnet projections of panel (c) (default True).
         mean, std (sequence of float | None): the input normalization; default the model's metadata.
         blur_sigma (float): Gaussian sigma for ``fill="blur"``.
-        progress (callable | None): called with the number of positions finished after each batch.
+        progress (Progress | None): ``progress("occlude", positions_done, positions_total)`` after each
+            batch.
 
     Returns:
         OcclusionResult: maps ``T x Py x Px`` (probabilities), ``Py x Px`` (labels),
@@ -480,7 +481,7 @@ def _run(model, args: _Arguments, clean: _Clean, incremental, approximate, check
                          lambda name, state, batch: readouts[name](state, batch),
                          None if approximate is None else float(approximate), args.batch_size)
     path = "full" if incremental is False else ("incremental" if incremental or approximate is not None else "auto")
-    logits = runner.run(path, progress)
+    logits = runner.run(path, counted(progress, "occlude", len(sweep.ys)))
     seconds = time.perf_counter() - start
     prob, label, label_prob, acts = _collect(logits, readouts.values(), clean.targets)
     error = None
