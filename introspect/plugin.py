@@ -16,7 +16,8 @@ Groups (see ``__all__``):
 * **plugin hooks**: ``hookimpl``, ``IntrospectError``, ``closest`` (did-you-mean), ``require_method``;
 * **layers**: ``resolve_layer``, ``layer_names``, ``aliases``, ``alias_of``, ``conv_layers``,
   ``last_conv_layer``, ``receptive_field``, ``Field``;
-* **hooks on a model**: ``attach``, ``eval_mode``, ``apply_rule``, ``RULES``, ``Rule``;
+* **hooks on a model**: ``attach``, ``eval_mode``, ``apply_rule``, ``RULES``, ``Rule``, ``choice_note``,
+  ``parse_activation_rules``;
 * **the deconvnet projection primitive**: ``Deconvnet``, ``Frame``, ``project_map``, ``layer_field``,
   ``strongest``, ``cut_windows``, ``readable_errors``, ``PROJECTION_MODES``, ``PROJECTION_METHODS``;
 * **occluder sweeps** (incremental inference): ``SweepRunner``, ``Sweep``, ``prepare_engine``,
@@ -58,7 +59,7 @@ _add("introspect.manager", "require_method")
 _add("introspect.core.layers", "resolve_layer", "layer_names", "aliases", "alias_of", "conv_layers",
      "last_conv_layer", "receptive_field", "Field")
 _add("introspect.core.attach", "attach", "eval_mode")
-_add("introspect.core.rules", "apply_rule", "RULES", "Rule")
+_add("introspect.core.rules", "apply_rule", "RULES", "Rule", "choice_note", "parse_activation_rules")
 _add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_field", "strongest", "cut_windows",
      "readable_errors", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
 _add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_batch_size", "AUTO_BATCH_BYTES")
@@ -106,7 +107,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from introspect.core.device import model_device, model_dtype, to_model
     from introspect.core.layers import (Field, alias_of, aliases, conv_layers, last_conv_layer, layer_names,
                                         receptive_field, resolve_layer)
-    from introspect.core.rules import RULES, Rule, apply_rule
+    from introspect.core.rules import RULES, Rule, apply_rule, choice_note, parse_activation_rules
     from introspect.errors import IntrospectError, closest
     from introspect.hookspecs import hookimpl
     from introspect.images import IMAGE_EXTENSIONS, ImageFolderDataset, Preprocess, read_image

@@ -3,8 +3,10 @@
 A projection of one activation is zero outside the unit's receptive field, and the receptive field of
 a deep unit covers only part of each lower feature map (a conv5 unit of ZFNet sees 139x139 pixels of a
 224x224 image, and a third of the conv1 and conv2 maps). When the path from the input to the chosen
-layer is a chain of ``Conv2d``, ``ReLU``, ``MaxPool2d``, ``LocalResponseNorm``, ``BatchNorm2d``,
-``Dropout`` and ``Identity`` modules -- ZFNet, AlexNet, VGG's ``features`` -- the deconvnet of
+layer is a chain of ``Conv2d``, activation (``ReLU``, ``ReLU6``, ``LeakyReLU``, ``PReLU``, ``RReLU``
+and the other modules of :data:`introspect.core.rules.MODULE_TYPES`), ``MaxPool2d``,
+``LocalResponseNorm``, ``BatchNorm2d``, ``Dropout`` and ``Identity`` modules -- ZFNet, AlexNet, VGG's
+``features``, MobileNetV2 up to its first residual block -- the deconvnet of
 Zeiler & Fergus (Sec. 2.1, Fig. 1) is computed here directly, on batches of windows: at each layer a
 window is the unit's receptive window in that layer's coordinates, cut to the map (the padding holds
 no activations). Windows are sorted by how they are cut (:meth:`Chain.crop_plan`) and go down in
@@ -12,14 +14,17 @@ batches of neighbours, which share most of their cuts:
 
 * **unpool**: each value goes back to the position its max-pool **switch** recorded on the way up;
   overlapping pools (3x3, stride 2) can send several values to one position, and they **sum**;
-* **rectify**: ``relu`` of the reconstruction at every ``ReLU``;
+* **rectify**: ``relu`` of the reconstruction at every ``ReLU`` and ``ReLU6`` (and at smooth
+  activations, the deconvnet rule's default), ``leaky_relu`` with the module's own slope at a leaky
+  rectifier (LeakyReLU, RReLU in eval mode, PReLU per channel);
 * **filter**: the transposed filters of each convolution (``conv_transpose2d``; for the first layer
   on the CPU a matrix product and ``fold``, which is faster there);
 * ``BatchNorm2d`` (eval) is a per-channel scale, applied as its transpose (its gradient);
   ``LocalResponseNorm`` is passed through (it has no counterpart in the paper's deconvnet);
   ``Dropout`` (eval) and ``Identity`` are the identity.
 
-These are the rules of ``introspect.core.apply_rule(model, "deconvnet")``; the generic autograd path
+These are the rules of ``introspect.core.apply_rule(model, "deconvnet")`` (:meth:`Chain.follows` says
+whether a changed rule still is); the generic autograd path
 (:mod:`introspect.core.deconvnet`) gives the same numbers for any model, and is used whenever
 :func:`trace_chain` finds no such chain.
 """
@@ -32,8 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-_KINDS = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool", nn.BatchNorm2d: "bn",
+from introspect.core.rules import ACTIVATIONS, MODULE_TYPES, Rule, activation_type, signal_slope
+
+_KINDS = {nn.Conv2d: "conv", nn.MaxPool2d: "pool", nn.BatchNorm2d: "bn",
           nn.LocalResponseNorm: "pass", nn.Dropout: "pass", nn.Identity: "pass"}
+_KINDS.update({cls: "relu" for cls in MODULE_TYPES})
 
 
 def _pair(v) -> tuple[int, int]:
@@ -46,13 +54,18 @@ class Step:
 
     Attributes:
         name (str): the module's name in the model.
-        kind (str): ``"conv"``, ``"pool"``, ``"relu"``, ``"bn"`` or ``"pass"``.
+        kind (str): ``"conv"``, ``"pool"``, ``"relu"`` (any activation: the signal is rectified),
+            ``"bn"`` or ``"pass"``.
         module (nn.Module): the module.
         in_hw, out_hw (tuple[int, int]): spatial size of its input and output maps.
         kernel, stride, padding, dilation (tuple[int, int]): sliding-window geometry (``(1, 1)``,
             ``(1, 1)``, ``(0, 0)``, ``(1, 1)`` for element-wise modules).
         switch_yx (tuple[Tensor, Tensor] | None): for a max pool, the **switches**: ``(N, C, Ho,
             Wo)`` int32 row and column, in the pool's input map, of each maximum.
+        activation (str | None): for an activation, its type (a key of
+            :data:`introspect.core.rules.ACTIVATIONS`).
+        slope (float | Tensor | None): for a leaky rectifier, the negative slope of its signal
+            rectifier (one per channel for PReLU); ``None``: ``relu``.
     """
 
     name: str
@@ -65,6 +78,8 @@ class Step:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     switch_yx: tuple[torch.Tensor, torch.Tensor] | None = None
+    activation: str | None = None
+    slope: float | torch.Tensor | None = None
 
     @property
     def switches(self) -> torch.Tensor | None:
@@ -165,8 +180,13 @@ class Chain:
         for step in reversed(self.steps):
             if windows.shape[-1] == 0 or windows.shape[-2] == 0:
                 break
-            if step.kind == "relu":
+            if step.kind == "relu" and step.slope is None:
                 windows = windows.clamp_min_(0)
+            elif step.kind == "relu":
+                slope = step.slope
+                if isinstance(slope, torch.Tensor):
+                    slope = slope.to(windows.dtype).view(1, -1, 1, 1) if slope.numel() > 1 else slope.to(windows.dtype)
+                windows = torch.where(windows >= 0, windows, windows * slope)
             elif step.kind == "bn":
                 windows = windows.mul_(self._bn_scale(step).view(1, -1, 1, 1))
             elif step.kind == "conv":
@@ -177,6 +197,23 @@ class Chain:
                 windows, origin = unpool(windows, origin, image_index, step,
                                          workspace=self._buffer("unpool " + step.name, windows))
         return windows, origin
+
+    def follows(self, rule: Rule) -> bool:
+        """Whether ``rule`` is the deconvnet this walk computes for every step of the chain: the
+        ``deconvnet`` value for each activation type, LRN passed through, BatchNorm as its gradient."""
+        for step in self.steps:
+            if step.kind == "relu" and rule.of(step.activation) != "deconvnet":
+                return False
+            if step.kind == "bn" and rule.batchnorm != "gradient":
+                return False
+            if isinstance(step.module, nn.LocalResponseNorm) and rule.lrn != "pass":
+                return False
+        return True
+
+    def activation_rules(self) -> dict[str, str]:
+        """``{activation type: "deconvnet"}`` for the activations of the chain (as
+        :func:`introspect.core.apply_rule` records them)."""
+        return {ACTIVATIONS[s.activation].name: "deconvnet" for s in self.steps if s.kind == "relu"}
 
     def _buffer(self, name: str, like: torch.Tensor):
         """``shape -> tensor``: reusable memory named ``name``, of ``like``'s dtype and device."""
@@ -359,6 +396,8 @@ def _supported(module: nn.Module) -> bool:
         return module.running_var is not None and not module.training
     if kind == "pass" and isinstance(module, nn.Dropout):
         return not module.training
+    if kind == "relu" and isinstance(module, nn.RReLU):
+        return not module.training  # in training mode its slopes are random
     return True
 
 
@@ -385,6 +424,8 @@ def _make_step(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tenso
         step.stride = _pair(module.stride if module.stride not in (None, ()) else module.kernel_size)
         step.padding = _pair(module.padding)
         step.switch_yx = _switches(inp, module)
+    elif kind == "relu":
+        step.activation, step.slope = activation_type(module), signal_slope(module)
     return step
 
 

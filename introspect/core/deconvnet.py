@@ -22,7 +22,7 @@ from torch import nn
 
 from introspect.core.attach import attach, eval_mode
 from introspect.core.layers import resolve_layer
-from introspect.core.rules import apply_rule
+from introspect.core.rules import Rule, apply_rule, resolve_rule
 from introspect.core.layers import Field
 from introspect.errors import IntrospectError
 
@@ -143,11 +143,17 @@ class Deconvnet:
         layer (str | nn.Module): the layer whose activations are projected.
         method (str): ``"auto"`` (default: the fast chain path when the model allows it, else
             autograd), ``"chain"`` (refuse other models) or ``"autograd"``.
+        rule (str | Rule): the backward rule, default ``"deconvnet"``; e.g.
+            ``RULES["deconvnet"].but(silu="gradient")`` to change one activation type's rule. The
+            chain path runs only where it computes this rule (:meth:`Chain.follows`).
 
     Attributes:
         activations (Tensor): the layer's output, ``(N, C, h, w)`` (or ``(N, C)``), detached.
         method (str): the path used, ``"chain"`` or ``"autograd"``.
         name (str): the layer's canonical name.
+        rule (Rule): the backward rule applied.
+        activation_rules (dict[str, str]): the rule each activation type on the way down got
+            (``{"ReLU6": "deconvnet", "SiLU": "deconvnet", "Sigmoid gate": "fixed"}``).
 
     Example:
         >>> net = Deconvnet(model, images, "conv5")
@@ -158,9 +164,12 @@ class Deconvnet:
         torch.Size([1, 3, 139, 139])
     """
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, layer, method: str = "auto"):
+    def __init__(self, model: nn.Module, images: torch.Tensor, layer, method: str = "auto", *,
+                 rule: str | Rule = "deconvnet"):
         if method not in METHODS:
             raise IntrospectError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        self.rule = resolve_rule(rule)
+        self.activation_rules: dict[str, str] = {}
         self.model = model
         self.name, self.module = resolve_layer(model, layer)
         self.images = images
@@ -170,13 +179,20 @@ class Deconvnet:
         with eval_mode(model), readable_errors(images):
             if method in ("auto", "chain"):
                 self.chain = trace_chain(model, images, self.module)
+                if self.chain is not None and not self.chain.follows(self.rule):
+                    if method == "chain":
+                        raise IntrospectError(
+                            f"the chain path computes the deconvnet rule, not rule {self.rule.name!r} as "
+                            "changed; use method='autograd' (or 'auto')")
+                    self.chain = None
                 if self.chain is None and method == "chain":
                     raise IntrospectError(
-                        f"layer {self.name!r} is not reached through a plain chain of Conv2d/ReLU/MaxPool2d/"
-                        "LRN/BatchNorm2d/Dropout modules; use method='autograd' (or 'auto')"
+                        f"layer {self.name!r} is not reached through a plain chain of Conv2d/activation/"
+                        "MaxPool2d/LRN/BatchNorm2d/Dropout modules; use method='autograd' (or 'auto')"
                     )
             if self.chain is not None:
                 self.activations = self.chain.activations
+                self.activation_rules = self.chain.activation_rules()
                 self.method = "chain"
             else:
                 self._forward_autograd()
@@ -189,7 +205,7 @@ class Deconvnet:
 
     def _forward_autograd(self) -> None:
         x = self.images.detach().clone().requires_grad_(True)
-        with torch.enable_grad(), apply_rule(self.model, "deconvnet"), \
+        with torch.enable_grad(), apply_rule(self.model, self.rule, seen=self.activation_rules), \
                 attach(self.model, [self.name], detach=False) as rec:
             rec.forward(x, stop=True)
         if self.name not in rec.activations:

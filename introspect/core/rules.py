@@ -84,7 +84,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "rrelu": Activation("RReLU", "rectifier", "leaky_relu(grad, (lower + upper) / 2)",
                         "a leaky rectifier whose slope in eval mode is the mean of its range"),
     "hardtanh": Activation("Hardtanh", "smooth", "relu(grad)",
-                           "a clipped identity, not a rectifier unless min_val = 0 (then it is a ReLU6-like cap)"),
+                           "a clipped identity (Hardtanh(0, 6) is a ReLU6): rectified like a ReLU"),
     "elu": Activation("ELU", "smooth", "relu(grad)", "identity above 0, saturating below: rectified like a ReLU"),
     "celu": Activation("CELU", "smooth", "relu(grad)", "identity above 0, saturating below: rectified like a ReLU"),
     "selu": Activation("SELU", "smooth", "relu(grad)",
@@ -389,6 +389,38 @@ WRAPPER_MODULES = {"timm.layers.activations.GELU", "timm.layers.activations.GELU
                    "timm.layers.activations.Sigmoid", "timm.layers.activations.Tanh"}
 
 
+#: torch activation modules -> their type (a key of :data:`ACTIVATIONS`).
+MODULE_TYPES: dict[type, str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardtanh: "hardtanh", nn.LeakyReLU: "leaky_relu", nn.PReLU: "prelu",
+    nn.RReLU: "rrelu", nn.ELU: "elu", nn.CELU: "celu", nn.SELU: "selu", nn.SiLU: "silu", nn.GELU: "gelu",
+    nn.Hardswish: "hardswish", nn.Mish: "mish", nn.Softplus: "softplus", nn.Sigmoid: "sigmoid",
+    nn.Hardsigmoid: "hardsigmoid", nn.Tanh: "tanh",
+}
+
+
+def activation_type(module: nn.Module) -> str | None:
+    """The activation type (a key of :data:`ACTIVATIONS`) of a torch activation module, else None.
+    ``Hardtanh(0, 6)`` is a ReLU6."""
+    key = MODULE_TYPES.get(type(module))
+    if key == "hardtanh" and (float(module.min_val), float(module.max_val)) == (0.0, 6.0):
+        return "relu6"
+    return key
+
+
+def signal_slope(module: nn.Module) -> float | torch.Tensor | None:
+    """The negative slope of a module's signal rectifier under ``deconvnet``: ``None`` for
+    ``relu(grad)``, a number for LeakyReLU and RReLU (the mean of its range), the per-channel
+    weight for PReLU."""
+    key = activation_type(module)
+    if key == "leaky_relu":
+        return float(module.negative_slope)
+    if key == "rrelu":
+        return (float(module.lower) + float(module.upper)) / 2
+    if key == "prelu":
+        return module.weight.detach()
+    return None
+
+
 def _qualname(module: nn.Module) -> str:
     return f"{type(module).__module__}.{type(module).__qualname__}"
 
@@ -631,9 +663,10 @@ def choice_note(seen: dict, rule: str | Rule = "deconvnet") -> str | None:
         parts.append(f"{', '.join(unruled)}: no rule, their gradient is used")
     if not parts:
         return None
-    example = by_name.get(chosen[0], "silu") if chosen else "silu"
-    return (f"{rule.name} rule is a choice, not the paper's ReLU rule, for {'; '.join(parts)} "
-            f"(change with --activation-rule {example}=gradient, or gate=through)")
+    hints = [f"--activation-rule {by_name[chosen[0]]}=gradient"] if chosen else []
+    hints += ["--activation-rule gate=through"] if gates else []
+    hint = f" (change with {' or '.join(hints)})" if hints else ""
+    return f"{rule.name} rule is a choice, not the paper's ReLU rule, for {'; '.join(parts)}{hint}"
 
 
 def rules_table() -> str:

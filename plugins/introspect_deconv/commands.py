@@ -59,10 +59,14 @@ def _bars(layer: str, share: str = "") -> PhaseBars:
                    "map: project the whole feature map.")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
               help="auto: the fast windowed deconvnet for plain conv/pool chains, autograd otherwise.")
+@click.option("--activation-rule", "activation_rules", multiple=True, metavar="TYPE=RULE",
+              help="The deconvnet's rule for one activation type (repeatable), e.g. silu=gradient or "
+                   "gelu=pass; RULE is deconvnet, guided, gradient or pass (gate=through lets the signal "
+                   "into squeeze-and-excitation gates). Default: the README's rules table.")
 @model_options
 @output_options("introspect-out/deconv")
-def deconv_command(model, images, layers, channels, top_maps, mode, method, arch, device, trust_pickle,
-                   out, as_json):
+def deconv_command(model, images, layers, channels, top_maps, mode, method, activation_rules, arch, device,
+                   trust_pickle, out, as_json):
     """Project feature maps of MODEL for each IMAGE back to pixel space (deconvnet, Zeiler & Fergus
     Sec. 2.1).
 
@@ -73,9 +77,11 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, arch
     input) into --out. Contrast normalization is passed through on the way down; BatchNorm is
     applied as its transpose.
     """
-    from introspect.plugin import OutputDir, last_conv_layer, resolve_layer
+    from introspect.plugin import OutputDir, choice_note, last_conv_layer, parse_activation_rules, resolve_layer
     from introspect_deconv.figures import save_projections
     from introspect_deconv.project import project
+
+    rule = parse_activation_rules("deconvnet", activation_rules)
 
     if arch is not None and model is not None and model.suffix.lower() in _IMAGE_SUFFIXES:
         model, images = None, (model, *images)  # `deconv --arch vgg11 cat.jpg`: no model file
@@ -93,11 +99,17 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, arch
             bars("project", 0, len(names))
             for name in names:
                 result = project(net, x, name, channels=list(channels) or None, mode=mode,
-                                 top_maps=top_maps, method=method)
+                                 top_maps=top_maps, method=method, rule=rule)
                 result.image_names = [str(p) for p in paths]
                 results.append(result)
                 bars("project", len(results), len(names))
         files = [p.name for p in save_projections(results, od)]
+    activations: dict[str, str] = {}
+    for r in results:
+        activations.update(r.activation_rules)
+    message = choice_note(activations, rule)
+    if message:
+        note(message)
     doc = {"out": str(out), "files": files, "layers": [r.to_dict() for r in results]}
     lines = []
     for r in results:

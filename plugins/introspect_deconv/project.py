@@ -11,7 +11,8 @@ from torch import nn
 
 from introspect.plugin import PROJECTION_MODES as MODES
 from introspect.plugin import (
-    Deconvnet, Field, Frame, IntrospectError, alias_of, last_conv_layer, layer_field, meta_of, resolve_layer, strongest
+    Deconvnet, Field, Frame, IntrospectError, Rule, alias_of, last_conv_layer, layer_field, meta_of, resolve_layer,
+    strongest,
 )
 
 
@@ -105,6 +106,10 @@ class Projection:
         field (Field): the layer's receptive field at this input size.
         mean, std (tuple[float, ...]): the input normalization, to show image patches.
         image_names (list[str] | None): a name per image (file names in the CLI).
+        rule (str): the name of the backward rule (``"deconvnet"``).
+        activation_rules (dict[str, str]): the rule each activation type on the way down got, e.g.
+            ``{"ReLU6": "deconvnet", "Sigmoid gate": "fixed", "MyAct": "gradient (no rule)"}``
+            (see the README's rules table).
     """
 
     layer: str
@@ -122,6 +127,8 @@ class Projection:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     image_names: list[str] | None = dc_field(default=None)
+    rule: str = "deconvnet"
+    activation_rules: dict = dc_field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.projections.shape[0])
@@ -140,6 +147,7 @@ class Projection:
             rows.append(row)
         return {
             "layer": self.layer, "name": self.name, "mode": self.mode, "method": self.method,
+            "rule": self.rule, "activation_rules": dict(self.activation_rules),
             "input_size": list(self.inputs.shape[1:]),
             "field": {"size": list(self.field.size), "stride": list(self.field.jump),
                       "lo": list(self.field.lo), "global": self.field.is_global},
@@ -164,7 +172,7 @@ class Projection:
 
 def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | None = None,
             channels: int | Sequence[int] | None = None, mode: str = "max", *, top_maps: int = 9,
-            method: str = "auto", batch_size: int = 16) -> Projection:
+            method: str = "auto", batch_size: int = 16, rule: str | Rule = "deconvnet") -> Projection:
     """Project feature maps of ``layer`` back to pixel space with a deconvnet.
 
     For each image and chosen feature map, every other activation of the layer is set to zero and
@@ -187,9 +195,13 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | Non
             ``"map"``: project the whole map (its positive part).
         top_maps (int): how many maps per image when ``channels`` is None (default 9).
         method (str): ``"auto"`` (default): the fast windowed path for chains of
-            Conv2d/ReLU/MaxPool2d/LRN/BatchNorm2d/Dropout modules, autograd otherwise;
-            ``"chain"`` or ``"autograd"`` to force one (both give the same numbers).
+            Conv2d/activation/MaxPool2d/LRN/BatchNorm2d/Dropout modules, autograd otherwise;
+            ``"chain"`` or ``"autograd"`` to force one (both give the same numbers). The result's
+            ``method`` says which one ran.
         batch_size (int): images per forward pass (default 16).
+        rule (str | Rule): the backward rule, default ``"deconvnet"``; change one activation type's
+            rule with ``RULES["deconvnet"].but(silu="gradient")``. Which rule each activation type
+            got is recorded in the result's ``activation_rules``.
 
     Returns:
         Projection: ``P = N * K`` projections ``(P, C, H, W)`` with their image, channel, position,
@@ -216,9 +228,11 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | Non
     whole_image = Frame.of(field, image_hw, "map")  # projections are returned on the whole input
     parts = {k: [] for k in ("proj", "img", "ch", "pos", "act", "box")}
     used_method = None
+    activation_rules: dict[str, str] = {}
     for first in range(0, x.shape[0], batch_size):
-        net = Deconvnet(model, x[first:first + batch_size], name, method)
+        net = Deconvnet(model, x[first:first + batch_size], name, method, rule=rule)
         used_method = net.method
+        activation_rules.update(net.activation_rules)
         values, positions = strongest(net.activations)
         n, n_maps = values.shape
         chosen = _channels_arg(channels, n_maps, display_name(model, name))
@@ -252,6 +266,7 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | Non
         channel=torch.cat(parts["ch"]), position=torch.cat(parts["pos"]),
         activation=torch.cat(parts["act"]), boxes=torch.cat(parts["box"]),
         inputs=x.detach().float().cpu(), field=field, mean=tuple(meta.mean), std=tuple(meta.std),
+        rule=net.rule.name, activation_rules=activation_rules,
     )
 
 
