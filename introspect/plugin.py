@@ -30,7 +30,8 @@ Groups (see ``__all__``):
   ``written``;
 * **command line**: ``model_options``, ``output_options``, ``open_model``, ``open_images``,
   ``bundled_image_dir``, ``emit``, ``emit_result``, ``note``, ``PhaseBars``;
-* **pictures and output files**: ``OutputDir``, ``save_png``, ``jsonable``, ``csv_text``, ``grid``,
+* **pictures and output files**: ``OutputDir``, ``save_png``, ``jsonable``, ``csv_text``,
+  ``check_run_folder``, ``is_output_folder``, ``read_manifest``, ``grid``,
   ``to_uint8``, ``colormap``, ``heatmap_overlay``, ``with_colorbar``, ``draw_boxes``, ``line_plot``,
   ``table_image``;
 * **training** (the paper's recipe as a library): ``TrainConfig``, ``train_model``, ``init_paper``,
@@ -71,7 +72,8 @@ _add("introspect.images", "Preprocess", "ImageFolderDataset", "read_image", "IMA
 _add("introspect.occluders", "FILLS", "fill_image")
 _add("introspect.cli", "model_options", "output_options", "open_model", "open_images", "bundled_image_dir", "emit",
      "note", "PhaseBars", "emit_result")
-_add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text")
+_add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text", "check_run_folder", "is_output_folder",
+     "read_manifest")
 _add("introspect.render", "grid", "to_uint8", "colormap", "heatmap_overlay", "with_colorbar", "draw_boxes")
 _add("introspect.plot", "line_plot", "table_image")
 _add("introspect.models.train", "TrainConfig", "train_model", "init_paper", "tie_input_channels", "channel_stats",

@@ -12,6 +12,7 @@ from PIL import Image
 from introspect.cli import build_cli
 from introspect.images import Preprocess, load_image
 from introspect.models import load_model, save_checkpoint, zfnet
+from introspect.output import MANIFEST
 
 KWARGS = {"num_classes": 5, "widths": [16, 24, 32, 32, 12], "fc": 32, "pool5_size": 2}
 
@@ -49,7 +50,7 @@ def test_deconv_writes_grid_arrays_json_and_input(files, tmp_path):
     out = tmp_path / "d"
     result = run(["deconv", files["model"], files["images"][0], "--out", out, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["conv5.npy", "conv5.png", "input.npy", "result.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MANIFEST) == ["conv5.npy", "conv5.png", "input.npy", "result.json"]
     projections = np.load(out / "conv5.npy")
     assert projections.dtype == np.float32 and projections.shape == (9, 3, 96, 96)
     model = load_model(files["model"])

@@ -14,6 +14,7 @@ from PIL import Image
 from introspect.cli import build_cli, bundled_image_dir
 from introspect.images import Preprocess, find_images, load_images
 from introspect.models import load_model
+from introspect.output import MANIFEST
 
 FILES = {"filters.png", "spectrum.png", "filters.npy", "spectrum.npy", "report.csv", "result.json"}
 
@@ -41,7 +42,7 @@ def test_bundled_run_writes_every_file(bundled_run):
     result, out = bundled_run
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary["files"]) == FILES == {p.name for p in out.iterdir()}
+    assert set(summary["files"]) == FILES == {p.name for p in out.iterdir()} - {MANIFEST}
     assert summary["alias"] == "conv1" and summary["kernel_size"] == [7, 7] and summary["stride"] == [1, 1]
     assert summary["images_seen"] == len(find_images(bundled_image_dir()))
     assert json.loads((out / "result.json").read_text())["dead_count"] == summary["dead_count"]
@@ -123,4 +124,4 @@ def test_an_unwritable_out_fails_before_the_data_pass(tiny_checkpoint, tmp_path,
     assert passes == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
     good = invoke("filters", tiny_checkpoint, "--out", tmp_path / "out", "--device", "cpu", "--json")
     assert good.exit_code == 0 and passes == [1]
-    assert set(json.loads(good.stdout)["files"]) == FILES == {p.name for p in (tmp_path / "out").iterdir()}
+    assert set(json.loads(good.stdout)["files"]) == FILES == {p.name for p in (tmp_path / "out").iterdir()} - {MANIFEST}

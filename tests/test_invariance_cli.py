@@ -14,6 +14,7 @@ from PIL import Image
 from introspect.cli import build_cli
 from introspect.images import Preprocess, load_images
 from introspect.models import load_model
+from introspect.output import MANIFEST
 
 
 def invoke(*args):
@@ -46,7 +47,7 @@ def test_writes_plots_csv_arrays_and_json(tiny_checkpoint, photo, astronaut, tmp
     assert [layer["alias"] for layer in summary["layers"]] == ["conv1", "fc7"]
     expected = {"distance_conv1.png", "distance_fc7.png", "probability.png", "figure.png", "invariance.csv",
                 "distance.npy", "prob.npy", "label.npy", "values.npy", "norm.npy", "input.npy", "result.json"}
-    assert set(summary["files"]) == expected == {p.name for p in out.iterdir()}
+    assert set(summary["files"]) == expected == {p.name for p in out.iterdir()} - {MANIFEST}
     distance, prob = np.load(out / "distance.npy"), np.load(out / "prob.npy")
     assert distance.shape == (2, 5, 2) and prob.shape == (2, 5) and np.load(out / "label.npy").shape == (2, 5)
     assert (distance[:, 2] == 0).all() and (distance[:, [0, 1, 3, 4], 0] > 0).all()

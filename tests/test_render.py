@@ -1,25 +1,19 @@
 """Tests for introspect.render: display scaling, colormaps, figure layout and all-or-nothing output."""
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from introspect.errors import IntrospectError
 from introspect.render import (
     COLORMAPS,
-    OutputDir,
     colorbar,
     colormap,
     draw_boxes,
     grid,
     heatmap_overlay,
-    jsonable,
-    save_png,
     text_size,
     to_uint8,
     with_colorbar,
@@ -175,134 +169,3 @@ def test_draw_boxes():
     assert (labeled[3:8, 4:10] != 0).any()
     with pytest.raises(IntrospectError):
         draw_boxes(image, [(0, 0, 4, 4)], ["a", "b"])
-
-
-# --------------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------------
-def _hidden_leftovers(folder):
-    return [p.name for p in folder.iterdir() if ".tmp" in p.name]
-
-
-def test_output_dir_moves_files_on_success(tmp_path):
-    out = tmp_path / "runs" / "cat"
-    picture = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
-    with OutputDir(out) as od:
-        od.save_png("top9.png", picture)
-        od.save_npy("acts.npy", torch.arange(4.0))
-        od.save_json("meta.json", {"layer": "conv5", "score": np.float32(0.5), "box": (1, 2),
-                                   "n": np.int64(3), "t": torch.tensor(2.0)})
-        od.save_text("sub/readme.txt", "hello")
-        assert not out.exists()  # nothing visible before the end
-    assert od.files == [out / "acts.npy", out / "meta.json", out / "sub" / "readme.txt", out / "top9.png"]
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "top9.png")), picture)
-    np.testing.assert_array_equal(np.load(out / "acts.npy"), np.arange(4.0))
-    assert json.loads((out / "meta.json").read_text()) == {
-        "layer": "conv5", "score": 0.5, "box": [1, 2], "n": 3, "t": 2.0}
-    assert (out / "meta.json").read_text().startswith('{\n  "layer"')
-    assert (out / "sub" / "readme.txt").read_text() == "hello"
-    assert _hidden_leftovers(out.parent) == []
-
-
-def test_output_dir_leaves_nothing_when_the_body_raises(tmp_path):
-    out = tmp_path / "result"
-    with pytest.raises(RuntimeError):
-        with OutputDir(out) as od:
-            od.save_text("half.txt", "partial")
-            raise RuntimeError("boom")
-    assert not out.exists()
-    assert _hidden_leftovers(tmp_path) == []
-    assert od.files == []
-
-
-def test_output_dir_replaces_same_names_and_keeps_others(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
-    (out / "a.txt").write_text("old")
-    with OutputDir(out) as od:
-        od.save_text("a.txt", "new")
-    assert (out / "a.txt").read_text() == "new" and (out / "keep.txt").read_text() == "old"
-    with pytest.raises(KeyError):
-        with OutputDir(out) as od:
-            od.save_text("a.txt", "newer")
-            raise KeyError("interrupted")
-    assert (out / "a.txt").read_text() == "new"
-
-
-def test_output_dir_unwritable(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    for out in (blocker, blocker / "out"):
-        with pytest.raises(IntrospectError) as excinfo:
-            with OutputDir(out):
-                pytest.fail("the body must not run")
-        _one_line(excinfo, "cannot write to output folder", "choose another --out")
-
-
-def test_output_dir_path_rules(tmp_path):
-    od = OutputDir(tmp_path / "o")
-    with pytest.raises(IntrospectError):
-        od.path("a.png")
-    with od:
-        with pytest.raises(IntrospectError):
-            od.path("../escape.png")
-        with pytest.raises(IntrospectError):
-            od.save_png("bad.png", np.zeros((4, 4, 3), np.float32))
-        od.path("x/y/z.bin").write_bytes(b"1")
-    assert (tmp_path / "o" / "x" / "y" / "z.bin").read_bytes() == b"1"
-
-
-def test_save_png_is_atomic_and_checks_input(tmp_path):
-    array = np.random.default_rng(2).integers(0, 256, (7, 9, 3), dtype=np.uint8)
-    path = save_png(tmp_path / "deep" / "pic.png", array)
-    np.testing.assert_array_equal(np.asarray(Image.open(path)), array)
-    save_png(path, array[:, :, 0])
-    assert Image.open(path).mode == "L"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["pic.png"]
-    # readable like any file the user's umask allows, not private as a temp file
-    old = os.umask(0o022)
-    try:
-        assert save_png(tmp_path / "mode.png", array).stat().st_mode & 0o777 == 0o644
-    finally:
-        os.umask(old)
-    with pytest.raises(IntrospectError):
-        save_png(tmp_path / "f.png", array.astype(np.float64))
-    (tmp_path / "blocker").write_text("x")
-    with pytest.raises(IntrospectError) as excinfo:
-        save_png(tmp_path / "blocker" / "p.png", array)
-    _one_line(excinfo, "choose another --out")
-
-
-def test_jsonable():
-    assert jsonable({np.int64(1): (np.float32(0.5), torch.tensor([1, 2]))}) == {1: [0.5, [1, 2]]}
-    # strict JSON has no NaN or infinity: they become null, also inside arrays and tensors
-    assert jsonable([float("nan"), np.float32("inf"), torch.tensor([1.0, float("-inf")]), np.array([np.nan])]) == \
-        [None, None, [1.0, None], [None]]
-    assert jsonable({"s": {3, 1}, "a": np.eye(2, dtype=np.uint8)}) == {"s": [1, 3], "a": [[1, 0], [0, 1]]}
-
-
-def test_output_dir_reports_unwritable_folder(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    out.mkdir()
-    monkeypatch.setattr("introspect.output.os.access", lambda path, mode: False)
-    with pytest.raises(IntrospectError) as excinfo:
-        with OutputDir(out):
-            pytest.fail("the body must not run")
-    _one_line(excinfo, "cannot write to output folder", "permission denied", "choose another --out")
-
-
-def test_csv_text_and_save_csv_round_trip(tmp_path):
-    import csv
-
-    from introspect.render import OutputDir, csv_text
-
-    rows = [{"layer": "conv1", "distance": 0.5, "note": None}, {"layer": "fc7, top", "distance": 2, "note": "a\"b"}]
-    assert csv_text(rows) == 'layer,distance,note\nconv1,0.5,\n"fc7, top",2,"a""b"\n'
-    assert csv_text([], ["a", "b"]) == "a,b\n"
-    with pytest.raises(IntrospectError):
-        csv_text([])
-    with OutputDir(tmp_path / "o") as od:
-        od.save_csv("t.csv", rows, ["distance", "layer"])
-    back = list(csv.DictReader(open(tmp_path / "o" / "t.csv")))
-    assert back == [{"distance": "0.5", "layer": "conv1"}, {"distance": "2", "layer": "fc7, top"}]

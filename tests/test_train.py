@@ -372,3 +372,83 @@ def test_bundled_checkpoint_classifies_the_bundled_images():
     with torch.no_grad():
         predicted = model(x).argmax(1).tolist()
     assert [FASHION_CLASSES[i] for i in predicted] == [labels[f.name] for f in files]
+
+
+# --------------------------------------------------------------------------------------------------
+# run folders (introspect.output.RunFolder)
+# --------------------------------------------------------------------------------------------------
+def test_train_into_an_earlier_run_is_refused_without_resume_or_force(image_folder, tmp_path):
+    from introspect.output import read_manifest
+
+    out = tmp_path / "run"
+    run_cli("train", image_folder, *TINY, "--epochs", "2", "--batch-size", "6", "--out", out)
+    manifest = read_manifest(out)
+    assert manifest["kind"] == "run" and manifest["finished"] and manifest["epochs"] == 2
+    assert manifest["files"] == ["conv1_filters.png", "epoch_001.pt", "epoch_002.pt", "metrics.json"]
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = run_cli("train", image_folder, *TINY, "--epochs", "1", "--out", out, ok=False)
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert "holds a finished training run (2 epochs)" in bad.output and "--force" in bad.output, bad.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # --force replaces the run: no stale epoch_002.pt beside the new epoch_001.pt
+    run_cli("train", image_folder, *TINY, "--epochs", "1", "--batch-size", "6", "--out", out, "--force")
+    assert sorted(p.name for p in out.glob("epoch_*.pt")) == ["epoch_001.pt"]
+    assert json.loads((out / "metrics.json").read_text())["last"]["epoch"] == 1
+    # a folder of the user's is refused even with --force; nothing written there (no data cache)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for extra in ([], ["--force"]):
+        bad = run_cli("train", image_folder, *TINY, "--epochs", "1", "--out", mine, *extra, ok=False)
+        assert bad.exit_code == 1 and "did not write" in bad.output and "notes.txt" in bad.output, bad.output
+        assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    # the output of another command is no run folder either
+    from introspect.output import OutputDir
+    with OutputDir(tmp_path / "top", command="introspect top") as od:
+        od.save_text("top.json", "{}")
+    bad = run_cli("train", image_folder, *TINY, "--epochs", "1", "--out", tmp_path / "top", ok=False)
+    assert "holds the output of introspect top" in bad.output
+
+
+def test_resume_without_epochs_runs_to_the_checkpoints_own_target(image_folder, tmp_path):
+    run_cli("train", image_folder, *TINY, "--epochs", "2", "--batch-size", "6", "--out", tmp_path / "a")
+    run_cli("train", image_folder, "--resume", tmp_path / "a" / "epoch_001.pt", "--out", tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b").glob("epoch_*.pt")) == ["epoch_002.pt"]
+    # resuming in the run's own folder (unfinished or finished) is allowed
+    result = run_cli("train", image_folder, "--resume", tmp_path / "a" / "epoch_002.pt", "--epochs", "3", "--json")
+    assert json.loads(result.stdout)["last"]["epoch"] == 3
+    from introspect.output import read_manifest
+    manifest = read_manifest(tmp_path / "a")
+    assert manifest["finished"] and manifest["epochs"] == 3 and "epoch_003.pt" in manifest["files"]
+
+
+def test_checkpoints_are_written_atomically_one_by_one(image_folder, tmp_path, monkeypatch):
+    """A failure while writing epoch 2 (a full disk) leaves epoch 1 whole, no partial file, and an
+    unfinished run that --resume continues."""
+    import errno as errno_
+
+    from introspect.models import load as load_mod
+
+    real = load_mod.save_checkpoint
+    calls = []
+
+    def failing(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            with open(path, "wb") as f:
+                f.write(b"half a checkpoint")
+            raise OSError(errno_.ENOSPC, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(load_mod, "save_checkpoint", failing)
+    out = tmp_path / "run"
+    bad = run_cli("train", image_folder, *TINY, "--epochs", "2", "--batch-size", "6", "--out", out, ok=False)
+    monkeypatch.undo()
+    assert bad.exit_code == 1 and "no space left on the disk" in bad.output and "Traceback" not in bad.output
+    assert sorted(p.name for p in out.iterdir() if p.name != "data") == [
+        ".introspect-manifest.json", "conv1_filters.png", "epoch_001.pt", "metrics.json"]
+    assert load_model(out / "epoch_001.pt") is not None
+    bad = run_cli("train", image_folder, *TINY, "--epochs", "2", "--out", out, ok=False)
+    assert "holds an unfinished training run" in bad.output and "--resume" in bad.output
+    run_cli("train", image_folder, "--resume", out / "epoch_001.pt")
+    assert (out / "epoch_002.pt").exists()

@@ -733,6 +733,7 @@ def train_model(
     set_lr: float | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train ``model`` with the paper's recipe, writing a checkpoint per epoch into ``out``.
 
@@ -758,6 +759,9 @@ def train_model(
             in the paper); default: the checkpoint's.
         progress (bool): show a progress bar per epoch on stderr (default False).
         log (callable | None): called with a one-line summary after each epoch.
+        force (bool): replace an earlier run introspect wrote in ``out`` (default False). ``out``
+            follows the run-folder rules of :func:`introspect.output.check_run_folder`: a folder of
+            an earlier run is refused unless ``resume`` is given or ``force`` is True.
 
     Returns:
         TrainResult: the metrics of every epoch and the checkpoints written.
@@ -773,7 +777,7 @@ def train_model(
         0.92...
     """
     from introspect.models.load import save_checkpoint
-    from introspect.render import OutputDir
+    from introspect.output import RunFolder
 
     config = config or TrainConfig()
     config.check()
@@ -808,11 +812,11 @@ def train_model(
 
     result = TrainResult(arch=arch, arch_kwargs=dict(arch_kwargs), classes=classes, input_size=input_size,
                          mean=mean, std=std, history=history)
-    with OutputDir(out):  # fail now, before any work, when --out cannot be written
-        pass
     began = time.perf_counter()
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    # the run folder is checked, locked and marked before any work (see introspect.output.RunFolder)
+    with RunFolder(out, resume=resume is not None, force=force, epochs=config.epochs) as run, \
+            torch.random.fork_rng(devices=devices):
         for epoch in range(start + 1, config.epochs + 1):
             row = _train_epoch(model, train_set, optimizer, schedule, transform, config, epoch, progress)
             for name, data in (("val", val_set), ("test", test_set)):
@@ -824,18 +828,19 @@ def train_model(
             extra = {"epoch": epoch, "optimizer": _cpu(optimizer.state_dict()), "scheduler": schedule.state_dict(),
                      "metrics": [dict(r) for r in history], "config": config.to_dict()}
             name = f"epoch_{epoch:03d}.pt"
-            with OutputDir(out) as od:
-                save_checkpoint(od.path(name), model, arch=arch, arch_kwargs=arch_kwargs, classes=classes,
-                                input_size=input_size, mean=mean, std=std, extra=extra)
-                result.seconds = time.perf_counter() - began
-                od.save_json("metrics.json", result.to_dict() | {"checkpoints": [str(p) for p in result.checkpoints]
-                                                                  + [str(Path(out) / name)]})
-                picture = filter_grid(model)
-                if picture is not None:
-                    od.save_png("conv1_filters.png", picture)
+            run.write(name, lambda path: save_checkpoint(path, model, arch=arch, arch_kwargs=arch_kwargs,
+                                                         classes=classes, input_size=input_size, mean=mean,
+                                                         std=std, extra=extra))
+            result.seconds = time.perf_counter() - began
+            run.save_json("metrics.json", result.to_dict() | {"checkpoints": [str(p) for p in result.checkpoints]
+                                                               + [str(Path(out) / name)]})
+            picture = filter_grid(model)
+            if picture is not None:
+                run.save_png("conv1_filters.png", picture)
             result.checkpoints.append(Path(out) / name)
             if log is not None:
                 log(_summary(row, config.epochs))
+        run.finish()
     result.seconds = time.perf_counter() - began
     return result
 

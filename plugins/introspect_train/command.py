@@ -161,12 +161,14 @@ def _load_data(data: Path, input_size, cache: Path):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for epoch_NNN.pt checkpoints, metrics.json, conv1_filters.png. "
                    "[default: introspect-train, or the --resume checkpoint's folder]")
+@click.option("--force", is_flag=True,
+              help="Replace an earlier run introspect wrote in --out (without it such a folder is refused).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to train: auto picks CUDA when available.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (metrics of every epoch) as JSON on stdout.")
 @click.pass_context
 def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arch_args, input_size, epochs, batch_size,
                   lr, momentum, weight_decay, lr_steps, lr_gamma, plateau, patience, init_std, filter_radius, crop_pad,
-                  no_flip, val_split, seed, workers, resume, out, device, as_json):
+                  no_flip, val_split, seed, workers, resume, out, force, device, as_json):
     """Train a network on DATA with the paper's recipe (Sec. 3), a checkpoint per epoch.
 
     DATA is an image folder with one subfolder per class, or a folder holding Fashion-MNIST's four
@@ -181,7 +183,7 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
       introspect train photos/ --resume runs/zf/epoch_010.pt --epochs 15 --lr 0.001
     """
     from introspect.plugin import (
-        TrainConfig, channel_stats, read_training_checkpoint, resolve_device, split, train_model
+        TrainConfig, channel_stats, check_run_folder, read_training_checkpoint, resolve_device, split, train_model
     )
 
     dev = resolve_device(device)
@@ -199,6 +201,7 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
         if _given(ctx, "no_flip") and saved.flip == no_flip:
             raise IntrospectError("--no-flip differs from the checkpoint's setting; drop it to resume the same run")
     out = out if out is not None else (resume.parent if resume is not None else Path("introspect-train"))
+    check_run_folder(out, resume=ckpt is not None, force=force)  # before the data cache is written there
 
     if ckpt is not None:
         size = tuple(int(v) for v in ckpt["input_size"])
@@ -217,7 +220,7 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
         if list(ckpt.get("classes") or []) != classes:
             raise IntrospectError(f"the checkpoint's classes {ckpt.get('classes')} are not DATA's {classes}; resume on the same data")
         config = saved
-        config.epochs = epochs if _given(ctx, "epochs") else max(epochs, saved.epochs)
+        config.epochs = epochs if _given(ctx, "epochs") else saved.epochs  # the checkpoint's own target
         for name in ("lr_gamma", "patience", "workers", "plateau"):
             if _given(ctx, name):
                 setattr(config, name, ctx.params[name])
@@ -264,7 +267,8 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
     model.to(dev)
     result = train_model(model, train_set, arch=arch, arch_kwargs=arch_kwargs, input_size=size, mean=mean, std=std,
                          out=out, config=config, val_set=val_set, test_set=test_set, resume=ckpt,
-                         set_lr=lr if (ckpt is not None and _given(ctx, "lr")) else None, progress=not as_json, log=note)
+                         set_lr=lr if (ckpt is not None and _given(ctx, "lr")) else None, progress=not as_json, log=note,
+                         force=force)
     last = result.last
     text = f"trained {arch} to epoch {last.get('epoch', 0)} in {result.seconds:.0f}s"
     for name in ("train", "val", "test"):
