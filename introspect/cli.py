@@ -7,7 +7,10 @@ Shared options for every analysis command: ``--arch``, ``--device``, ``--trust-p
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -15,21 +18,62 @@ import click
 import torch
 
 from introspect import __version__
-from introspect.errors import IntrospectError
+from introspect.errors import IntrospectError, IntrospectWarning, Terminated, os_error_text, raise_terminated
+
+
+#: Exit code of an unexpected error (a bug to report), distinct from user errors (1) and usage (2).
+EXIT_UNEXPECTED = 70
+
+
+class UnexpectedError(click.ClickException):
+    """The last line of defence: an exception no check foresaw, shown as one line."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _debugging(ctx) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) or os.environ.get("INTROSPECT_DEBUG", "") not in ("", "0")
 
 
 class IntrospectGroup(click.Group):
-    """A group that turns user errors into one clean line (``Error: ...``) and exit code 1."""
+    """A group that turns every error into one clean line (``Error: ...``): user errors exit 1,
+    unexpected ones :data:`EXIT_UNEXPECTED` (``--debug`` or ``INTROSPECT_DEBUG=1`` shows the
+    traceback instead); SIGTERM/SIGHUP exit ``128 + signal`` after cleaning up."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning  # introspect's warnings as one "note:" line
+                return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Terminated as exc:
+            note(f"Aborted: {exc}")
+            ctx.exit(128 + exc.signum)
         except IntrospectError as exc:
             raise click.ClickException(str(exc)) from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller --batch-size or a smaller input") from None
         except torch.cuda.OutOfMemoryError:
             raise click.ClickException("the GPU ran out of memory; use a smaller --batch-size or --device cpu") from None
+        except OSError as exc:
+            if _debugging(ctx):
+                raise
+            what, fix = os_error_text(exc)
+            raise click.ClickException(f"{what}; {fix or 'check the path and try again'}") from None
+        except Exception as exc:
+            if _debugging(ctx):
+                raise
+            raise UnexpectedError(
+                f"unexpected {type(exc).__name__}: {_first_line(exc)}; run with --debug (or INTROSPECT_DEBUG=1) "
+                "for the traceback, and report it"
+            ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,7 +297,9 @@ def build_cli() -> click.Group:
 
     @click.group(cls=IntrospectGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="introspect")
-    def cli():
+    @click.option("--debug", is_flag=True,
+                  help="Show the full traceback of an unexpected error (also INTROSPECT_DEBUG=1).")
+    def cli(debug):
         """Look inside trained convnets the way Zeiler & Fergus did (ECCV 2014)."""
 
     for cmd in (plugins_command, models_command, layers_command):
@@ -269,8 +315,21 @@ def build_cli() -> click.Group:
     return cli
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, IntrospectWarning):
+        note(f"note: {message}")
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv=None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM and SIGHUP clean up like Ctrl-C (output folders, hooks)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, raise_terminated)
     cli = build_cli()
     cli.main(args=argv, prog_name="introspect")
 

@@ -24,6 +24,10 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> str:
     return " (did you mean " + ", ".join(repr(m) for m in matches) + "?)"
 
 
+class IntrospectWarning(UserWarning):
+    """Something a user should know that is not an error (the command line prints it as one line)."""
+
+
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread when SIGTERM or SIGHUP arrives, so that ``with`` blocks (output
     folders, hooks) clean up exactly as they do for Ctrl-C.

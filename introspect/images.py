@@ -25,7 +25,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from introspect.errors import IntrospectError
+from introspect.errors import IntrospectError, IntrospectWarning
+from introspect.output import MANIFEST, is_output_folder
 
 #: Largest image (width x height) :func:`read_image` accepts; Pillow's own default limit.
 MAX_PIXELS = 89_478_485
@@ -514,8 +515,19 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _readable_folder(path: Path) -> bool:
+    """False for a folder introspect wrote (it carries a manifest): its images are a command's output,
+    never input. Says so in one warning."""
+    if not is_output_folder(path):
+        return True
+    warnings.warn(f"skipping {path}: it holds introspect output ({MANIFEST}), not input images",
+                  IntrospectWarning, stacklevel=3)
+    return False
+
+
 def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image file under ``folder``, recursively, sorted; hidden files and folders skipped.
+    """Every image file under ``folder``, recursively, sorted; hidden files and folders skipped, and
+    folders introspect wrote (they carry a manifest, see :func:`introspect.output.is_output_folder`).
 
     Args:
         folder (str | os.PathLike): the folder to search.
@@ -531,7 +543,7 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     found: list[Path] = []
     for here, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _readable_folder(Path(here) / d))
         found.extend(Path(here) / f for f in files if _is_image_name(f))
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
@@ -550,7 +562,8 @@ class ImageFolderDataset(Dataset):
     subfolder is a class (sorted names, label = index, images found recursively inside; like
     ``torchvision.datasets.ImageFolder``; a subfolder without images still counts as a class, so
     labels match torchvision's). Otherwise the folder is flat: every image under ``root``
-    (recursively) with label ``-1``. Hidden files and folders are skipped; order is sorted and
+    (recursively) with label ``-1``. Hidden files and folders are skipped, and so are folders
+    introspect wrote (an ``--out`` inside the data set is never read as data); order is sorted and
     deterministic.
 
     Args:
@@ -580,7 +593,7 @@ class ImageFolderDataset(Dataset):
         _check_folder(self.root)
         entries = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
         direct = [p for p in entries if p.is_file() and _is_image_name(p.name)]
-        subdirs = [p for p in entries if p.is_dir()]
+        subdirs = [p for p in entries if p.is_dir() and _readable_folder(p)]
         self.classes: list[str] = [] if direct or not subdirs else [d.name for d in subdirs]
         if self.classes:
             pairs = [(p, i) for i, d in enumerate(subdirs) for p in find_images(d)]

@@ -374,7 +374,41 @@ def _invocation() -> tuple[str | None, dict]:
     return ctx.command_path, dict(ctx.params)
 
 
-class OutputDir:
+class _Guarded:
+    """What :class:`OutputDir` and :class:`RunFolder` share: the lock beside (or inside) the folder,
+    SIGTERM/SIGHUP handlers while it is open, and cleanup when opening fails half-way."""
+
+    _lock: _Lock | None = None
+    _signals: dict = {}
+
+    def _open(self, out: Path, beside: bool, prepare) -> None:
+        """Lock ``out``, remove what killed runs left, then ``prepare()``; undone on failure."""
+        try:
+            self._lock = _Lock(out.parent / f".{out.name}{_LOCK}" if beside else out / _LOCK, out)
+            self._lock.acquire()
+        except OSError as error:
+            self._lock = None
+            raise _cannot_write(out, error) from None
+        try:
+            _remove_leftovers(out)
+            prepare()
+            self._signals = _catch_signals()
+        except BaseException as error:
+            self._cleanup()
+            if isinstance(error, OSError):
+                raise _cannot_write(out, error) from None
+            raise
+
+    def _cleanup(self) -> None:
+        for sig, handler in self._signals.items():
+            signal.signal(sig, handler)
+        self._signals = {}
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class OutputDir(_Guarded):
     """Write a command's files all at once, or not at all, into a folder introspect owns.
 
     On entering: the folder's parent is created, a lock beside ``out`` is taken (a second run into
@@ -416,8 +450,6 @@ class OutputDir:
         self.files: list[Path] = []
         self.command, self.options = command, options
         self._tmp: Path | None = None
-        self._lock: _Lock | None = None
-        self._signals: dict = {}
         self._names: set[str] = set()
 
     # -- entering ---------------------------------------------------------------------------------
@@ -438,23 +470,16 @@ class OutputDir:
             out = self._target()
             _check_writable(out)
             beside = self._beside(out)
-            self._lock = _Lock(out.parent / f".{out.name}{_LOCK}" if beside else out / _LOCK, out)
-            self._lock.acquire()
         except OSError as error:
             raise _cannot_write(out, error) from None
-        try:
-            _remove_leftovers(out)
+        self._final, self._beside_mode = out, beside
+
+        def prepare() -> None:
             _check_owned(out)
             where = (out.parent, f".{out.name}{_STAGE}") if beside else (out, _STAGE)
             self._tmp = Path(tempfile.mkdtemp(prefix=where[1], dir=where[0]))
             self._write_manifest(self._tmp, [])  # readers skip a staging folder too
-            self._signals = _catch_signals()
-        except BaseException as error:
-            self._cleanup()
-            if isinstance(error, OSError):
-                raise _cannot_write(out, error) from None
-            raise
-        self._final, self._beside_mode = out, beside
+        self._open(out, beside, prepare)
         return self
 
     # -- leaving ----------------------------------------------------------------------------------
@@ -475,12 +500,7 @@ class OutputDir:
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        for sig, handler in self._signals.items():
-            signal.signal(sig, handler)
-        self._signals = {}
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        super()._cleanup()
 
     def _write_manifest(self, folder: Path, files: list[str]) -> None:
         from introspect import __version__
@@ -676,7 +696,7 @@ def check_run_folder(out: str | os.PathLike, *, resume: bool = False, force: boo
     )
 
 
-class RunFolder:
+class RunFolder(_Guarded):
     """A training run's folder: locked while the run goes on, files added one by one (each written
     to a temporary file in the folder, then renamed), a manifest (``kind: run``) that records the
     files, the target number of epochs and whether the run finished.
@@ -703,8 +723,6 @@ class RunFolder:
         self.resume, self.force, self.epochs = resume, force, epochs
         self.files: list[str] = []
         self.finished = False
-        self._lock: _Lock | None = None
-        self._signals: dict = {}
 
     def __enter__(self) -> "RunFolder":
         out = Path(os.path.abspath(self.out))
@@ -712,21 +730,14 @@ class RunFolder:
             _check_writable(out)
             beside = os.access(out.parent, os.W_OK | os.X_OK)
             out.mkdir(exist_ok=True)
-            self._lock = _Lock(out.parent / f".{out.name}{_LOCK}" if beside else out / _LOCK, out)
-            self._lock.acquire()
         except OSError as error:
             raise _cannot_write(out, error) from None
-        try:
-            self._final = out
-            _remove_leftovers(out)
+        self._final = out
+
+        def prepare() -> None:
             check_run_folder(out, resume=self.resume, force=self.force)
             self._start(out)
-            self._signals = _catch_signals()
-        except BaseException as error:
-            self._cleanup()
-            if isinstance(error, OSError):
-                raise _cannot_write(out, error) from None
-            raise
+        self._open(out, beside, prepare)
         return self
 
     def _start(self, out: Path) -> None:
@@ -797,14 +808,6 @@ class RunFolder:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._cleanup()
         return False
-
-    def _cleanup(self) -> None:
-        for sig, handler in self._signals.items():
-            signal.signal(sig, handler)
-        self._signals = {}
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
 
 __all__ = ["save_png", "jsonable", "csv_text", "OutputDir", "MANIFEST", "is_output_folder", "read_manifest",

@@ -47,6 +47,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if index >= torch.cuda.device_count():
             raise IntrospectError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here; choose cuda:0")
         return torch.device(device)
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise IntrospectError("--device mps was requested but this PyTorch build has no usable MPS (Apple GPU); "
+                              "use --device cpu (or auto)")
     if device in ("cpu", "mps"):
         return torch.device(device)
     raise IntrospectError(f"unknown device {device!r}; use auto, cpu or cuda")

@@ -1,0 +1,158 @@
+"""The cases of "what introspect writes" through the command line: partial output, two runs at once,
+stale files, a command mining its own output, tracebacks (issue: output folders always whole)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import click
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from introspect.cli import EXIT_UNEXPECTED, build_cli
+from introspect.models import save_checkpoint, zfnet
+from introspect.output import MANIFEST, OutputDir, read_manifest
+
+KWARGS = {"num_classes": 3, "widths": [4, 6, 6, 6, 4], "fc": 8, "pool5_size": 1}
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outcli")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(root / "zf.pt", zfnet(**KWARGS), arch="zfnet", arch_kwargs=KWARGS, input_size=(3, 64, 64),
+                           classes=["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    return {"model": ckpt, "data": data, "image": data / "0.png"}
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(build_cli(), [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def _one_error_line(result, *words):
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def _names(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def test_a_folder_in_the_way_of_an_output_name_leaves_nothing_partial(files, tmp_path):
+    """What was seen: `mkdir -p OUT/overview.png` and the channel PNGs already moved in."""
+    out = tmp_path / "out"
+    (out / "overview.png").mkdir(parents=True)
+    result = run("top", files["model"], files["data"], "--k", "2", "--channels", "0-1", "--out", out, ok=False)
+    _one_error_line(result, "overview.png", "did not write", "choose a new or empty folder")
+    assert [p.name for p in out.iterdir()] == ["overview.png"] and list((out / "overview.png").iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_reruns_leave_no_stale_files(files, tmp_path):
+    """What was seen: a full run then --channels 0-1 left the other maps' PNGs; deconv at conv5 then
+    conv4 left conv5.*."""
+    out = tmp_path / "top"
+    run("top", files["model"], files["data"], "--k", "2", "--channels", "0-3", "--out", out)
+    assert len(list((out / "channels").iterdir())) == 4
+    run("top", files["model"], files["data"], "--k", "2", "--channels", "0-1", "--out", out)
+    assert sorted(p.name for p in (out / "channels").iterdir()) == ["ch000.png", "ch001.png"]
+    assert len(json.loads((out / "top.json").read_text())["maps"]) == 2
+    assert read_manifest(out)["files"] == _names(out)
+    assert read_manifest(out)["command"].endswith("top") and read_manifest(out)["options"]["channels"] == ["0-1"]
+    d = tmp_path / "deconv"
+    run("deconv", files["model"], files["image"], "--layer", "conv5", "--out", d)
+    run("deconv", files["model"], files["image"], "--layer", "conv4", "--out", d)
+    assert _names(d) == ["conv4.npy", "conv4.png", "input.npy", "result.json"]
+
+
+def test_top_never_mines_its_own_output(files, tmp_path):
+    """What was seen: --out inside DATA_DIR, and the second run counted its own PNGs as images."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(files["data"], data)
+    first = run("top", files["model"], data, "--k", "2", "--channels", "0", "--out", data / "out", "--json")
+    second = run("top", files["model"], data, "--k", "2", "--channels", "0", "--out", data / "out", "--json")
+    assert json.loads((data / "out" / "top.json").read_text())["images_seen"] == 4
+    assert "note: skipping" in second.stderr and "introspect output" in second.stderr
+    assert "note: skipping" not in first.stderr
+
+
+def test_a_second_run_into_the_same_out_fails_at_once(files, tmp_path):
+    """What was seen: two concurrent runs both exited 0 with a mix of files."""
+    out = tmp_path / "out"
+    with OutputDir(out) as od:
+        od.save_text("x.txt", "the first run")
+        result = run("top", files["model"], files["data"], "--k", "2", "--out", out, ok=False)
+        _one_error_line(result, f"another introspect run (process {os.getpid()})", "choose another --out")
+    assert _names(out) == ["x.txt"]
+
+
+def test_a_file_name_too_long_is_one_line(files, tmp_path):
+    long_image = tmp_path / ("i" * 300 + ".png")
+    for args in (["deconv", files["model"], long_image, "--out", tmp_path / "o"],
+                 ["layers", tmp_path / ("m" * 300 + ".pt")],
+                 ["deconv", files["model"], files["image"], "--out", tmp_path / ("o" * 300)]):
+        result = run(*args, ok=False)
+        _one_error_line(result, "too long")
+
+
+def test_device_mps_without_mps_is_one_line(files):
+    if torch.backends.mps.is_available():
+        pytest.skip("this build has MPS")
+    _one_error_line(run("layers", files["model"], "--device", "mps", ok=False), "--device mps", "--device cpu")
+
+
+@click.command("boom")
+def _boom():
+    raise ZeroDivisionError("division by zero in a place nobody checked")
+
+
+@click.command("full")
+def _full():
+    raise OSError(28, "No space left on device", "/data/out/x.npy")
+
+
+def test_last_line_of_defence(monkeypatch):
+    cli = build_cli()
+    cli.add_command(_boom)
+    cli.add_command(_full)
+    result = CliRunner().invoke(cli, ["boom"])
+    assert result.exit_code == EXIT_UNEXPECTED and result.exit_code not in (0, 1, 2)
+    assert result.output.strip().splitlines() == [
+        "Error: unexpected ZeroDivisionError: division by zero in a place nobody checked; run with --debug "
+        "(or INTROSPECT_DEBUG=1) for the traceback, and report it"]
+    full = CliRunner().invoke(cli, ["full"])
+    assert full.exit_code == 1 and full.output.strip().splitlines() == [
+        "Error: /data/out/x.npy: no space left on the disk; free some space, or choose --out on another disk"]
+    for args, env in ((["--debug", "boom"], {}), (["boom"], {"INTROSPECT_DEBUG": "1"})):
+        debug = CliRunner().invoke(cli, args, env=env)
+        assert isinstance(debug.exception, ZeroDivisionError) and "unexpected" not in debug.output
+
+
+def test_debug_shows_the_traceback_in_a_real_process(tmp_path):
+    too_long = str(tmp_path / ("m" * 300 + ".pt"))
+    code = "from introspect.cli import main; main()"
+    plain = subprocess.run([sys.executable, "-c", code, "layers", too_long], capture_output=True, text=True)
+    debug = subprocess.run([sys.executable, "-c", code, "--debug", "layers", too_long], capture_output=True, text=True)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines()[-1].startswith("Error: ") and "too long" in plain.stderr
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+    assert "File name too long" in debug.stderr
