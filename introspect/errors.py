@@ -86,4 +86,4 @@ def os_error_text(error: OSError) -> tuple[str, str]:
     return what, fix
 
 
-__all__ = ["IntrospectError", "closest", "Terminated", "raise_terminated", "os_error_text"]
+__all__ = ["IntrospectError", "IntrospectWarning", "closest", "Terminated", "raise_terminated", "os_error_text"]

@@ -122,5 +122,5 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
                                          train_model)
     from introspect.occluders import FILLS, fill_image
     from introspect.plot import line_plot, table_image
-    from introspect.output import OutputDir, csv_text, jsonable, save_png
+    from introspect.output import OutputDir, check_run_folder, csv_text, is_output_folder, jsonable, read_manifest, save_png
     from introspect.render import colormap, draw_boxes, grid, heatmap_overlay, to_uint8, with_colorbar
