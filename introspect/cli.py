@@ -121,8 +121,10 @@ def note(message: str) -> None:
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
-def open_model(model_path, arch, device, trust_pickle) -> torch.nn.Module:
-    """Load MODEL for a command; without MODEL and --arch, the bundled trained ZFNet (and say so)."""
+def open_model(model_path, arch, device, trust_pickle, *, diverged_ok: bool = False) -> torch.nn.Module:
+    """Load MODEL for a command; without MODEL and --arch, the bundled trained ZFNet (and say so).
+    A model with NaN or infinite weights is refused in one line unless ``diverged_ok`` (listing
+    layers needs no numbers)."""
     from introspect.models import load_model
     from introspect.models.load import bundled_checkpoint
 
@@ -135,7 +137,13 @@ def open_model(model_path, arch, device, trust_pickle) -> torch.nn.Module:
         note(f"no MODEL given: using the bundled ZFNet trained on Fashion-MNIST ({bundled_checkpoint().name})")
     elif model_path is None:
         note(f"no MODEL given: using architecture {arch!r} with random weights")
-    return load_model(model_path, arch, device=device, trust_pickle=trust_pickle)
+    from introspect.core.device import refuse_diverged
+
+    net = load_model(model_path, arch, device=device, trust_pickle=trust_pickle)
+    if diverged_ok:
+        return net
+    refuse_diverged(net)  # NaN/inf weights: every number a command would print is NaN
+    return net
 
 
 def open_images(model: torch.nn.Module, paths) -> tuple[torch.Tensor, list[Path]]:
@@ -276,7 +284,7 @@ def layers_command(model, arch, device, trust_pickle, as_json):
     from introspect.core.layers import layer_table
     from introspect.models import meta_of
 
-    net = open_model(model, arch, device, trust_pickle)
+    net = open_model(model, arch, device, trust_pickle, diverged_ok=True)
     rows = layer_table(net, meta_of(net).input_size)
     if as_json:
         emit([r.to_dict() for r in rows], True)

@@ -22,7 +22,7 @@ Groups (see ``__all__``):
   ``strongest``, ``cut_windows``, ``readable_errors``, ``PROJECTION_MODES``, ``PROJECTION_METHODS``;
 * **occluder sweeps** (incremental inference): ``SweepRunner``, ``Sweep``, ``prepare_engine``,
   ``auto_batch_size``, ``AUTO_BATCH_BYTES``;
-* **models**: ``model_device``, ``model_dtype``, ``to_model``, ``meta_of``, ``ModelMeta``,
+* **models**: ``model_device``, ``model_dtype``, ``to_model``, ``refuse_diverged``, ``meta_of``, ``ModelMeta``,
   ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
 * **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
   ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
@@ -65,7 +65,7 @@ _add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_fi
      "readable_errors", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
 _add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_batch_size", "AUTO_BATCH_BYTES")
 _add("introspect.core.results", "Result", "Progress", "counted", "output_folder", "written", report_progress="report")
-_add("introspect.core.device", "model_device", "model_dtype", "to_model")
+_add("introspect.core.device", "model_device", "model_dtype", "to_model", "refuse_diverged")
 _add("introspect.models", "meta_of", "ModelMeta", "get_arch")
 _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")
 _add("introspect.images", "Preprocess", "ImageFolderDataset", "read_image", "IMAGE_EXTENSIONS")
@@ -106,7 +106,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from introspect.core.sweep import AUTO_BATCH_BYTES, Sweep, SweepRunner, auto_batch_size, prepare_engine
     from introspect.core.results import Progress, Result, counted, output_folder, written
     from introspect.core.results import report as report_progress
-    from introspect.core.device import model_device, model_dtype, to_model
+    from introspect.core.device import model_device, model_dtype, refuse_diverged, to_model
     from introspect.core.layers import (Field, alias_of, aliases, conv_layers, last_conv_layer, layer_names,
                                         receptive_field, resolve_layer)
     from introspect.core.rules import RULES, Rule, apply_rule, choice_note, parse_activation_rules

@@ -156,3 +156,77 @@ def test_debug_shows_the_traceback_in_a_real_process(tmp_path):
     assert plain.stderr.strip().splitlines()[-1].startswith("Error: ") and "too long" in plain.stderr
     assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
     assert "File name too long" in debug.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# diverged weights, numeric ranges
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def diverged(files, tmp_path_factory):
+    root = tmp_path_factory.mktemp("diverged")
+    torch.manual_seed(0)
+    model = zfnet(**KWARGS)
+    with torch.no_grad():
+        model.features[0].weight.fill_(float("inf"))
+    ckpt = save_checkpoint(root / "inf.pt", model, arch="zfnet", arch_kwargs=KWARGS, input_size=(3, 64, 64),
+                           classes=["a", "b", "c"])
+    parts = root / "parts.json"
+    parts.write_text(json.dumps({"eye": {"0.png": [10, 10, 20, 20], "1.png": [12, 12, 22, 22]}}))
+    classes = root / "classes"
+    for c in "ab":
+        (classes / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((64, 64, 3), 40 + 100 * (c == "b") + i, np.uint8)).save(classes / c / f"{i}.png")
+    return {"model": ckpt, "parts": parts, "classes": classes}
+
+
+def test_every_command_refuses_diverged_weights(files, diverged, tmp_path):
+    """What was seen: `deconv` on all-inf weights exited 0 with NaN; `occlusion` gave a traceback."""
+    model, image, data = diverged["model"], files["image"], files["data"]
+    commands = {
+        "deconv": [model, image],
+        "top": [model, data],
+        "occlusion": [model, image],
+        "correspondence": [model, data / "0.png", data / "1.png", "--parts", diverged["parts"]],
+        "filters": [model],
+        "invariance": [model, image],
+        "generalization": [model, diverged["classes"], "--per-class", "1"],
+        "evolution": [model],
+    }
+    for name, args in commands.items():
+        out = tmp_path / name
+        result = run(name, *args, "--out", out, ok=False)
+        _one_error_line(result, "layer 'features.0' has NaN or infinite weights", "diverged")
+        assert not out.exists(), name
+    assert run("layers", model, ok=True).exit_code == 0  # listing layers needs no numbers
+
+
+def test_refuse_diverged_names_the_layer_also_for_buffers():
+    from introspect.core.device import refuse_diverged
+    from introspect.errors import IntrospectError
+
+    model = zfnet(**KWARGS)
+    refuse_diverged(model)
+    model.features[1].register_buffer("probe", torch.tensor([float("nan")]))
+    with pytest.raises(IntrospectError, match="layer 'features.1' has NaN"):
+        refuse_diverged(model)
+
+
+def test_channel_ranges_are_checked_before_they_are_built(files, tmp_path, monkeypatch):
+    """What was seen: `top --channels 0-2000000000` built the whole range and ran out of memory."""
+    import tracemalloc
+
+    tracemalloc.start()
+    result = run("top", files["model"], files["data"], "--channels", "0-2000000000", "--out", tmp_path / "t", ok=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    _one_error_line(result, "channel 2000000000 does not exist in layer 'features.12'", "4 feature maps", "0..3")
+    assert peak < 200e6
+    from introspect_deconv.commands import MAX_CHANNELS, parse_channels
+
+    assert parse_channels(["0-2,5", "3"], 6, "conv5") == [0, 1, 2, 3, 5]
+    for bad in ("5-2", "-1", "x", "1-"):
+        with pytest.raises(Exception, match="cannot read channel"):
+            parse_channels([bad])
+    with pytest.raises(Exception, match="channel numbers stop below"):
+        parse_channels([f"0-{MAX_CHANNELS}"])

@@ -1,4 +1,5 @@
-"""Where a model lives: the device and floating dtype of its parameters, and inputs moved there."""
+"""Where a model lives: the device and floating dtype of its parameters, and inputs moved there; and
+whether its weights are numbers at all (:func:`refuse_diverged`)."""
 from __future__ import annotations
 
 import torch
@@ -26,4 +27,20 @@ def to_model(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     return x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
 
 
-__all__ = ["model_device", "model_dtype", "to_model"]
+def refuse_diverged(model: nn.Module) -> None:
+    """Raise :class:`IntrospectError` when a parameter or buffer of ``model`` holds NaN or infinity
+    (a diverged training run): every result computed from it would be NaN.
+
+    Example:
+        >>> refuse_diverged(model)   # IntrospectError: layer 'features.0' has NaN or infinite weights ...
+    """
+    from introspect.errors import IntrospectError
+
+    for name, module in model.named_modules():
+        for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise IntrospectError(f"layer {name!r} has NaN or infinite weights (a diverged training run?); "
+                                      "pass a checkpoint from before it diverged")
+
+
+__all__ = ["model_device", "model_dtype", "to_model", "refuse_diverged"]

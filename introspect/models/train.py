@@ -797,6 +797,9 @@ def train_model(
         if "optimizer" not in extra or "epoch" not in extra:
             raise IntrospectError("the checkpoint to resume from has no optimizer state; resume from an epoch_*.pt written by `introspect train`")
         model.load_state_dict(resume["state_dict"])
+        from introspect.core.device import refuse_diverged
+
+        refuse_diverged(model)  # resuming a diverged run only spreads the NaN
         optimizer.load_state_dict(extra["optimizer"])
         schedule.load_state_dict(extra.get("scheduler") or {"lr": config.lr})
         schedule.steps = sorted(config.lr_steps)

@@ -13,27 +13,41 @@ from introspect_deconv.distributed import DEFAULT_TIMEOUT
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
-def parse_channels(values) -> list[int] | None:
-    """``("0-3,17", "42")`` -> ``[0, 1, 2, 3, 17, 42]``; nothing given -> None."""
+#: Channel numbers stop here when the layer's own count is unknown: no layer has a million maps.
+MAX_CHANNELS = 1 << 20
+
+
+def parse_channels(values, n_maps: int | None = None, layer: str = "") -> list[int] | None:
+    """``("0-3,17", "42")`` -> ``[0, 1, 2, 3, 17, 42]``; nothing given -> None. Every number is
+    checked against ``n_maps`` (the layer's feature maps; :data:`MAX_CHANNELS` when unknown) before
+    a range is expanded, so ``0-2000000000`` is one line, not a list of two billion numbers."""
     found: list[int] = []
+    limit = n_maps if n_maps else MAX_CHANNELS
     for value in values or ():
         for part in str(value).split(","):
             part = part.strip()
             if not part:
                 continue
             try:
-                if "-" in part:
-                    lo, hi = (int(v) for v in part.split("-", 1))
-                    if hi < lo:
-                        raise ValueError
-                    found.extend(range(lo, hi + 1))
-                else:
-                    found.append(int(part))
+                lo, hi = (int(v) for v in part.split("-", 1)) if "-" in part else (int(part),) * 2
+                if hi < lo or lo < 0:
+                    raise ValueError
             except ValueError:
                 raise IntrospectError(
                     f"cannot read channel {part!r}; use numbers and ranges such as 0-15,42"
                 ) from None
+            if hi >= limit:
+                where = f"layer {layer!r}, which has {n_maps} feature maps; use 0..{n_maps - 1}" if n_maps else \
+                    f"any layer (channel numbers stop below {MAX_CHANNELS}); use numbers and ranges such as 0-15,42"
+                raise IntrospectError(f"channel {hi} does not exist in {where}")
+            found.extend(range(lo, hi + 1))
     return sorted(set(found)) if found else None
+
+
+def _maps_of(module) -> int | None:
+    """The number of feature maps a layer gives, where the module says it (conv, batch norm)."""
+    count = getattr(module, "out_channels", None) or getattr(module, "num_features", None)
+    return int(count) if isinstance(count, int) and count > 0 else None
 
 
 _PHASES = {"mine": "mining", "project": "projecting"}
@@ -197,8 +211,8 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
         try:
             net = open_model(model, arch, device, trust_pickle)
             data = ImageFolderDataset(data_dir, Preprocess.from_meta(meta_of(net)))
-            name, _ = resolve_layer(net, layer if layer is not None else last_conv_layer(net))
-            chosen = parse_channels(channels)
+            name, module = resolve_layer(net, layer if layer is not None else last_conv_layer(net))
+            chosen = parse_channels(channels, _maps_of(module), name)
             od = stack.enter_context(OutputDir(out)) if lead else None  # before the long work
         except Exception as exc:
             error = exc

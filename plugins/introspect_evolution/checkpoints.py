@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from introspect.plugin import CHECKPOINT_FORMAT as FORMAT, IntrospectError, load_model, meta_of
+from introspect.plugin import CHECKPOINT_FORMAT as FORMAT, IntrospectError, load_model, meta_of, refuse_diverged
 
 _EPOCH_NAME = re.compile(r"epoch_(\d+)", re.IGNORECASE)
 
@@ -51,7 +51,7 @@ class Checkpoint:
         if self.model is not None:
             return self.model
         try:
-            return load_model(self.path, device=device)
+            model = load_model(self.path, device=device)
         except IntrospectError as exc:
             if "pass --arch NAME" not in str(exc):
                 raise
@@ -59,6 +59,8 @@ class Checkpoint:
                 f"checkpoint {self.source} does not name its architecture (not an introspect checkpoint); pass "
                 "the checkpoints `introspect train` writes, or load each file with introspect.load_model(path, "
                 "arch) and give the models to introspect.feature_evolution") from None
+        refuse_diverged(model)  # an epoch after the run diverged: say so instead of projecting NaN
+        return model
 
 
 def signature_of(model: nn.Module) -> Signature:
