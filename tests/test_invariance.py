@@ -3,6 +3,8 @@
 distances and the softmax computed here."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import skimage.data
@@ -238,7 +240,10 @@ def test_only_identity_values_still_save_every_file(bundled, tmp_path):
     model, x = bundled
     result = invariance(model, x[:2], "rotate", values=[0, 360], layers="conv1")
     files = {p.name for p in result.save(tmp_path / "out")}
-    assert {"figure.png", "distance_conv1.png", "probability.png", "result.json"} <= files
+    assert {"figure.png", "distance_conv1.png", "probability.png", "result.json", "values.npy"} <= files
+    listed = json.loads((tmp_path / "out" / "result.json").read_text())["files"]
+    assert set(listed) == files and all(listed.values())  # every file written is listed and described
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "values.npy"), [0, 360])
     assert (np.load(tmp_path / "out" / "distance.npy") == 0).all()
     empty = x[:0]
     assert transform_images(empty, "translate", []).shape == empty.shape

@@ -39,8 +39,9 @@ def image():
     return torch.randn(1, 3, 64, 64)
 
 
-def brute_force(model, x, size, stride, fill, layer=None, channel=None):
-    """Occlude, forward, softmax: one position at a time."""
+def brute_force(model, x, size, stride, fill, layer=None, channel=None, rectify=True):
+    """Occlude, forward, softmax: one position at a time; the total of ``max(0, map)`` (``rectify``)
+    or of the map itself."""
     meta = model.introspect_meta
     values = fill_image(x, fill, meta.mean, meta.std)
     probs, totals = [], []
@@ -51,7 +52,8 @@ def brute_force(model, x, size, stride, fill, layer=None, channel=None):
             with torch.no_grad(), attach(model, [layer] if layer else []) as rec:
                 row_p.append(torch.softmax(rec.forward(occluded), 1)[0])
             if layer is not None:
-                row_t.append(rec[layer][0, channel].sum())
+                fmap = rec[layer][0, channel]
+                row_t.append((fmap.clamp(min=0) if rectify else fmap).sum())
         probs.append(torch.stack(row_p))
         totals.append(torch.stack(row_t) if row_t else torch.zeros(0))
     return torch.stack(probs), torch.stack(totals)
@@ -76,8 +78,31 @@ def test_probability_label_and_activation_maps_equal_a_brute_force_loop(model, i
         rec.forward(image, stop=True)
     clean = rec["conv5"][0]
     assert result.channels[0] == int(clean.flatten(1).max(1).values.argmax())
-    assert float(result.clean_activation[0]) == pytest.approx(float(clean[result.channels[0]].sum()), rel=1e-5)
-    assert result.mode == "incremental" and result.stats["work_fraction"] < 1
+    assert float(result.clean_activation[0]) == pytest.approx(float(clean[result.channels[0]].clamp(min=0).sum()),
+                                                              rel=1e-5)
+    assert result.mode == "incremental" and result.stats["work_fraction"] < 1 and result.rectified
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_panel_b_sums_the_rectified_map_by_default_and_the_pre_activation_on_request(model, image, incremental):
+    # a map that is negative in most places (the strongest maps of this model are positive everywhere)
+    kwargs = dict(size=14, stride=10, layers=["conv2"], channels=[3], project=False, incremental=incremental)
+    rectified = occlusion(model, image, **kwargs)
+    raw = occlusion(model, image, rectify=False, **kwargs)
+    channel = rectified.channels[0]
+    _, relu_totals = brute_force(model, image, 14, 10, "gray", "conv2", channel)
+    _, raw_totals = brute_force(model, image, 14, 10, "gray", "conv2", channel, rectify=False)
+    assert bool((relu_totals > raw_totals + 1e-3).all())  # the map has negative parts: the two really differ
+    torch.testing.assert_close(rectified.activation[0].double(), relu_totals.double(), rtol=1e-4,
+                               atol=1e-4 * float(relu_totals.abs().max()))
+    torch.testing.assert_close(raw.activation[0].double(), raw_totals.double(), rtol=1e-4,
+                               atol=1e-4 * float(raw_totals.abs().max()))
+    assert rectified.to_dict()["total"] == "rectified" and raw.to_dict()["total"] == "pre-activation"
+    from introspect_occlusion.figure import activation_title, panel_names
+
+    assert activation_title(rectified, 0) == f"(b) conv2 map {channel}\ntotal rectified activation"
+    assert activation_title(raw, 0) == f"(b) conv2 map {channel}\ntotal pre-ReLU activation"
+    assert "pre-activation" in panel_names(raw)["b_activation_conv2.png"]
 
 
 @pytest.mark.parametrize("fill", ["zero", "mean", "blur"])
@@ -259,20 +284,25 @@ def test_bad_arguments_are_one_line_errors(model, image):
 def test_save_writes_every_panel_and_array(model, image, tmp_path):
     result = occlusion(model, image, size=14, stride=5, targets=["dress", 0], layers=["conv5", "conv4"])
     files = {p.name for p in result.save(tmp_path / "out")}
-    for name in ("prob.npy", "probs.npy", "label.npy", "activation.npy", "activations.npy", "input.npy",
-                 "projection.npy", "result.json", "a_input.png", "b_activation_features.12.png",
-                 "b_activation_features.10.png", "c_projection_features.12.png", "d_prob_dress.png",
-                 "d_prob_shirt.png", "e_label.png", "figure.png"):
-        assert name in files
+    # one array per quantity, layers by their paper names, every file listed in result.json
+    assert files == {"prob.npy", "label.npy", "label_prob.npy", "activation.npy", "input.npy", "projection.npy",
+                     "result.json", "a_input.png", "b_activation_conv5.png", "b_activation_conv4.png",
+                     "c_projection_conv5.png", "c_projection_conv4.png", "d_prob_dress.png", "d_prob_shirt.png",
+                     "e_label.png", "figure.png"}
     out = tmp_path / "out"
-    assert np.load(out / "prob.npy").shape == (11, 11)
-    np.testing.assert_allclose(np.load(out / "probs.npy"), result.prob.numpy())
+    np.testing.assert_allclose(np.load(out / "prob.npy"), result.prob.numpy())
+    assert np.load(out / "prob.npy").shape == (2, 11, 11)
     assert np.load(out / "label.npy").dtype == np.int64
+    np.testing.assert_allclose(np.load(out / "label_prob.npy"), result.label_prob.numpy())
     np.testing.assert_array_equal(np.load(out / "input.npy"), image.numpy())
-    assert np.load(out / "activations.npy").shape == (2, 11, 11)
+    np.testing.assert_allclose(np.load(out / "activation.npy"), result.activation.numpy())
+    assert np.load(out / "activation.npy").shape == (2, 11, 11)
     summary = json.loads((out / "result.json").read_text())
+    assert set(summary["files"]) == files and all(summary["files"].values())
     assert summary["targets"][0]["name"] == "dress" and summary["positions"] == [11, 11]
-    assert summary["layers"][0]["alias"] == "conv5"
+    assert [(l["name"], l["module"], l["alias"]) for l in summary["layers"]] == [
+        ("conv5", "features.12", "conv5"), ("conv4", "features.10", "conv4")]
+    assert summary["total"] == "rectified"
     figure = np.asarray(Image.open(out / "figure.png"))
     assert figure.shape[1] > 5 * 224 and figure.std() > 10  # five panels of a readable size
 
@@ -307,7 +337,8 @@ def test_a_container_layer_whose_last_traced_op_is_not_its_output_is_still_read_
         for ix, x0 in enumerate(result.xs.tolist()):
             with attach(net, ["block"]) as rec, torch.no_grad():
                 rec.forward(occlude(image, (y, x0, y + 16, x0 + 16), fill))
-            assert float(result.activation[0, iy, ix]) == pytest.approx(float(rec["block"][0, 2].sum()), rel=1e-4, abs=1e-5)
+            assert float(result.activation[0, iy, ix]) == pytest.approx(float(rec["block"][0, 2].clamp(min=0).sum()), rel=1e-4,
+                                                                       abs=1e-5)
 
 
 def test_default_batch_size_follows_the_memory_budget(model, image, monkeypatch):
@@ -318,12 +349,41 @@ def test_default_batch_size_follows_the_memory_budget(model, image, monkeypatch)
     ys = torch.arange(0, 64 - 14 + 1, 5)
     engine = IncrementalModel(model, image)
     per_position = engine.bytes_per_position(engine.plan(Sweep(ys.repeat_interleave(11), ys.repeat(11), (14, 14))))
-    monkeypatch.setattr(introspect.core.sweep, "AUTO_BATCH_BYTES", 10 * per_position + 1)
+    monkeypatch.setattr(introspect.core.sweep, "AUTO_BATCH_BYTES", 5 * per_position + 1)
     result = occlusion(model, image, size=14, stride=5, project=False)
-    assert result.stats["batch_size"] == 10
+    assert result.stats["batch_size"] == 5
     one = occlusion(model, image, size=14, stride=5, project=False, batch_size=121)
     torch.testing.assert_close(result.prob, one.prob, rtol=0, atol=1e-6)
-    assert method.auto_batch_size(None, 1000) == 64 and method.auto_batch_size(1, 10 ** 6) == 512
+    auto = introspect.core.sweep.auto_batch_size
+    assert auto(None, 10 ** 4) == 64 and auto(1, 10 ** 6) == 512
+    # at most a 16th of the sweep per batch (not below 8 positions), so that progress moves
+    assert auto(1, 324) == 21 and auto(None, 1000) == 63 and auto(1, 100) == 8 and auto(1, 5) == 5
+
+
+def test_progress_moves_during_a_multi_second_sweep():
+    """Progress is reported at least 16 times during the sweep, and no wait between two updates is a
+    large part of the run (before, one batch held almost every position: 0 %, then 98 %)."""
+    import time
+
+    torch.manual_seed(0)
+    model = zfnet(num_classes=10, widths=(16, 32, 48, 48, 32), fc=64, pool5_size=3).eval()
+    model.introspect_meta = ModelMeta(arch="zfnet", input_size=(3, 128, 128))
+    x = torch.randn(1, 3, 128, 128)
+    calls = []
+    start = time.perf_counter()
+    result = occlusion(model, x, size=24, stride=8, project=False,
+                       progress=lambda done: calls.append((time.perf_counter(), done)))
+    total = time.perf_counter() - start
+    positions = result.stats["positions"]
+    assert positions == 196 and sum(d for _, d in calls) == positions and total > 1.0, total
+    assert len(calls) >= 16
+    times = [start] + [t for t, _ in calls]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # equal steps of at most a 16th of the sweep; in time, no wait is a large part of the run (the
+    # clean pass and the tracing come before the first update; a loose bound: the machine may be busy)
+    batch = result.stats["batch_size"]
+    assert batch * 16 >= positions and [d for _, d in calls[:-1]] == [batch] * (len(calls) - 1)
+    assert max(gaps[1:]) < total / 3
 
 
 def test_mean_and_blur_fills_need_no_matching_normalization():

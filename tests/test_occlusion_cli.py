@@ -36,13 +36,15 @@ def test_writes_panels_arrays_and_json(tiny_checkpoint, photo, tmp_path):
     assert summary["positions"] == [7, 7] and summary["mode"] == "incremental"
     assert [t["name"] for t in summary["targets"]] == ["dog", "bird"]
     assert {"figure.png", "prob.npy", "label.npy", "activation.npy", "input.npy", "result.json",
-            "d_prob_dog.png", "d_prob_bird.png", "e_label.png", "c_projection_features.12.png"} <= set(summary["files"])
+            "d_prob_dog.png", "d_prob_bird.png", "e_label.png", "c_projection_conv5.png",
+            "b_activation_conv1.png"} <= set(summary["files"])
+    assert not {"probs.npy", "activations.npy"} & set(summary["files"])
     # the arrays are the probabilities of occluded copies of the exact input the command used
     model = load_model(tiny_checkpoint)
     x = load_image(photo, Preprocess.from_meta(model.introspect_meta))
     np.testing.assert_array_equal(np.load(out / "input.npy"), x.numpy())
-    prob = np.load(out / "prob.npy")
-    assert prob.shape == (7, 7)
+    prob = np.load(out / "prob.npy")[0]  # the first target, dog (class 1)
+    assert np.load(out / "prob.npy").shape == (2, 7, 7)
     meta = model.introspect_meta
     fill = fill_image(x, "gray", meta.mean, meta.std)
     for iy, ix in [(0, 0), (3, 5), (6, 6)]:
@@ -52,7 +54,8 @@ def test_writes_panels_arrays_and_json(tiny_checkpoint, photo, tmp_path):
         assert abs(float(p) - prob[iy, ix]) < 1e-5
     assert np.load(out / "label.npy").shape == (7, 7)
     saved = json.loads((out / "result.json").read_text())
-    assert saved["layers"][0]["alias"] == "conv5" and saved["layers"][1]["name"] == "features.0"
+    assert [(l["name"], l["module"]) for l in saved["layers"]] == [("conv5", "features.12"), ("conv1", "features.0")]
+    assert set(saved["files"]) == set(summary["files"])
     png = np.asarray(Image.open(out / "d_prob_dog.png"))
     assert png.ndim == 3 and png.shape[0] >= 224
 
@@ -62,6 +65,24 @@ def test_default_geometry_and_text_output(tiny_checkpoint, photo, tmp_path):
     assert result.exit_code == 0, result.output
     assert "289 occluder positions (17 x 17), size 14, stride 3, fill blur" in result.stdout
     assert "wrote" in result.stdout
+    # the layer by its paper name, as in the figure and the file names; the module name stays in JSON
+    assert any(line.startswith("conv5 map ") and "total rectified activation" in line
+               for line in result.stdout.splitlines())
+    assert "features.12" not in result.stdout and (tmp_path / "o" / "b_activation_conv5.png").exists()
+
+
+def test_no_rectify_sums_the_pre_activation(tiny_checkpoint, photo, tmp_path):
+    runs = {}
+    for flag in ("--rectify", "--no-rectify"):
+        result = invoke("occlusion", tiny_checkpoint, photo, "--size", "16", "--stride", "16", flag,
+                        "--out", tmp_path / flag, "--json")
+        assert result.exit_code == 0, result.output
+        runs[flag] = json.loads(result.stdout)
+    assert runs["--rectify"]["total"] == "rectified" and runs["--no-rectify"]["total"] == "pre-activation"
+    rect, raw = runs["--rectify"]["layers"][0], runs["--no-rectify"]["layers"][0]
+    assert rect["channel"] == raw["channel"] and rect["min_total"] >= 0
+    # the same map: rectified totals are never below the pre-activation ones
+    assert rect["clean_total"] >= raw["clean_total"] and rect["min_total"] >= raw["min_total"]
 
 
 def test_approximate_reports_the_error(tiny_checkpoint, photo, tmp_path):

@@ -43,13 +43,21 @@ FULL_BATCH = 64
 PATHS = ("auto", "incremental", "full")
 
 
+#: The automatic batch leaves at least this many batches in a sweep (of at least
+#: :data:`MIN_AUTO_BATCH` positions each), so that progress moves while a long sweep runs.
+PROGRESS_BATCHES, MIN_AUTO_BATCH = 16, 8
+
+
 def auto_batch_size(bytes_per_position: int | None, positions: int, budget: int | None = None) -> int:
     """Positions per batch: as many as fit in ``budget`` bytes (default :data:`AUTO_BATCH_BYTES`; at
-    most 512, at least 1); :data:`FULL_BATCH` when the size of a position is unknown (whole passes)."""
+    most 512, at least 1); :data:`FULL_BATCH` when the size of a position is unknown (whole passes);
+    and at most a :data:`PROGRESS_BATCHES`-th of the sweep (not below :data:`MIN_AUTO_BATCH`), so
+    progress is reported at least 16 times during a long sweep."""
+    share = max(MIN_AUTO_BATCH, -(-positions // PROGRESS_BATCHES))
     if bytes_per_position is None:
-        return max(1, min(FULL_BATCH, positions))
+        return max(1, min(FULL_BATCH, positions, share))
     budget = AUTO_BATCH_BYTES if budget is None else budget
-    return int(max(1, min(512, positions, budget // bytes_per_position)))
+    return int(max(1, min(512, positions, share, budget // bytes_per_position)))
 
 
 def prepare_engine(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, layer_names: Sequence[str] = (),

@@ -184,8 +184,11 @@ class InvarianceResult:
 
         from introspect_invariance.figure import pictures
 
+        drawn = pictures(self)
+        summary = self.to_dict()
+        summary["files"] = self.files(drawn)
         with OutputDir(out) as od:
-            for name, picture in pictures(self).items():
+            for name, picture in drawn.items():
                 od.save_png(name, picture)
             od.save_npy("distance.npy", self.distance)
             od.save_npy("prob.npy", self.prob)
@@ -194,8 +197,31 @@ class InvarianceResult:
             od.save_npy("norm.npy", self.norm)
             od.save_npy("input.npy", self.input)
             od.save_csv("invariance.csv", self.rows())
-            od.save_json("result.json", self.to_dict())
+            od.save_json("result.json", summary)
         return od.files
+
+    def files(self, pictures: dict | None = None) -> dict[str, str]:
+        """Every file :meth:`save` writes, by name, with what it holds (also listed in ``result.json``)."""
+        if pictures is None:
+            from introspect_invariance.figure import pictures as draw
+
+            pictures = draw(self)
+        n, v, l_ = self.distance.shape
+        files = {name: f"distance at layer {name[len('distance_'):-len('.png')]} against the {self.unit}, "
+                       "one curve per image" for name in pictures if name.startswith("distance_")}
+        files["probability.png"] = "probability of each image's target class against the " + self.unit
+        files["figure.png"] = "example transformed images and the plots in a row (Fig. 5)"
+        files.update({
+            "invariance.csv": "one row per image and value: distance per layer, probability, label",
+            "distance.npy": f"{n} x {v} x {l_} (float64) feature distance to the untransformed image",
+            "prob.npy": f"{n} x {v} probability of each image's target class",
+            "label.npy": f"{n} x {v} (int64) most probable class",
+            "values.npy": f"{v} (float64) the transformation values ({self.unit})",
+            "norm.npy": f"{n} x {l_} (float64) norm of the untransformed feature vectors",
+            "input.npy": f"{' x '.join(map(str, self.input.shape))} the untransformed inputs",
+            "result.json": "this summary",
+        })
+        return files
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,17 +31,22 @@ from introspect.plugin import FILLS, PhaseBars, emit_result, model_options, note
                    "projective-field thresholding): faster, approximate; the error is measured and reported.")
 @click.option("--tau", type=click.FloatRange(min=0, max=1, min_open=True), default=0.5, show_default=True,
               help="With --approximate: the largest changed region, as a fraction of each map's side.")
+@click.option("--rectify/--no-rectify", default=True, show_default=True,
+              help="Panel (b) sums the rectified feature map, max(0, x), as the paper's layer-5 maps are; "
+                   "--no-rectify sums it before the ReLU (the pre-activation).")
 @model_options
 @output_options("introspect-out/occlusion")
-def occlusion_command(model, image, size, stride, fill, targets, layers, batch_size, approximate, tau,
+def occlusion_command(model, image, size, stride, fill, targets, layers, batch_size, approximate, tau, rectify,
                       arch, device, trust_pickle, out, as_json):
     """Occlusion sensitivity of IMAGE (the paper's Fig. 7), all panels from one sweep.
 
     Slides an occluder over IMAGE and writes, for every position: the probability of each target
-    class (d_prob_*.png, prob.npy), the most probable class (e_label.png, label.npy) and the total
-    activation of the strongest feature map of each layer (b_activation_*.png, activation.npy); plus
-    that feature map's deconvnet projection for the unoccluded image (c_projection_*.png), the input
-    (a_input.png, input.npy), all panels together (figure.png) and result.json.
+    class (d_prob_*.png, prob.npy), the most probable class and its probability (e_label.png,
+    label.npy, label_prob.npy) and the total (rectified) activation of the strongest feature map of
+    each layer (b_activation_*.png, activation.npy); plus that feature map's deconvnet projection for
+    the unoccluded image (c_projection_*.png, projection.npy), the input (a_input.png, input.npy), all
+    panels together (figure.png) and result.json, which lists every file. Layers are named as in the
+    paper (conv5) where the model has aliases.
 
     MODEL and IMAGE are optional: without them the bundled model and image are used. A single
     image file given alone is taken as IMAGE (with the bundled model, or --arch).
@@ -58,7 +63,8 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
 
     with PhaseBars(lambda phase: "occluding") as bars:
         result = occlusion(net, x, size, stride, fill, list(targets) or None, list(layers) or None,
-                           batch_size=batch_size, approximate=tau if approximate else None, progress=bars)
+                           batch_size=batch_size, approximate=tau if approximate else None, rectify=rectify,
+                           progress=bars)
     if result.fallback:
         note(f"note: whole forward passes were used ({result.fallback})")
     emit_result(result, out, as_json, lambda summary: _lines(result, summary, fill), extra={"image": str(paths[0])})
@@ -72,7 +78,8 @@ def _lines(result, summary: dict, fill: str) -> list[str]:
         lines.append(f"p({t['name']}): {t['clean_prob']:.3f} unoccluded, {t['min_prob']:.3f} at worst "
                      f"(occluder at {t['most_important_box'][:2]})")
     for layer in summary["layers"]:
-        lines.append(f"{layer['name']} map {layer['channel']}: total {layer['clean_total']:.4g} unoccluded, "
+        lines.append(f"{layer['name']} map {layer['channel']}: total {result.total_kind} activation "
+                     f"{layer['clean_total']:.4g} unoccluded, "
                      f"{layer['min_total']:.4g} .. {layer['max_total']:.4g}")
     if result.approx_error:
         e = result.approx_error

@@ -103,6 +103,29 @@ def input_panel(result, base: np.ndarray, f: int) -> np.ndarray:
     return draw_boxes(img, [(y0 * f, x0 * f, y1 * f, x1 * f)], color=(255, 255, 255), width=1)
 
 
+def activation_title(result, i: int) -> str:
+    """The title of panel (b) for layer ``i``: which map, and whether its total is rectified."""
+    kind = "rectified" if result.rectified else "pre-ReLU"
+    return f"(b) {result.layer_title(i)} map {result.channels[i]}\ntotal {kind} activation"
+
+
+def panel_names(result) -> dict[str, str]:
+    """The file name of every panel :func:`panels` draws, with what it shows."""
+    names = {"a_input.png": "(a) the image with the occluder where it lowers the first target's probability most"}
+    for i, channel in enumerate(result.channels):
+        title = result.layer_title(i)
+        names[f"b_activation_{file_part(title)}.png"] = (f"(b) total {result.total_kind} activation of {title} "
+                                                         f"map {channel} at each occluder position")
+        if result.projection is not None:
+            names[f"c_projection_{file_part(title)}.png"] = (f"(c) deconvnet projection of {title} map {channel}, "
+                                                             "unoccluded image")
+    for name in result.target_names:
+        names[f"d_prob_{file_part(name)}.png"] = f"(d) p({name}) at each occluder position"
+    names["e_label.png"] = "(e) the most probable class at each occluder position"
+    names["figure.png"] = "panels (a)-(e) of the first layer and target in a row (Fig. 7)"
+    return names
+
+
 def panels(result) -> dict[str, np.ndarray]:
     """Every panel of an :class:`~introspect_occlusion.method.OcclusionResult`, by file name.
 
@@ -120,14 +143,16 @@ def panels(result) -> dict[str, np.ndarray]:
         act = result.activation[i].numpy()
         lo, hi = float(act.min()), float(act.max())
         title = result.layer_title(i)
-        picture = with_colorbar(overlay(result, base, act, f, "jet", lo, hi), "jet", lo, hi, f"total\nmap {channel}")
-        out[f"b_activation_{file_part(layer)}.png"] = picture
+        kind = "rectified" if result.rectified else "pre-ReLU"
+        picture = with_colorbar(overlay(result, base, act, f, "jet", lo, hi), "jet", lo, hi,
+                                f"{kind}\ntotal\nmap {channel}")
+        out[f"b_activation_{file_part(title)}.png"] = picture
         if i == 0:
             row.append(picture)
-            titles.append(f"(b) {title} map {channel}\ntotal activation")
+            titles.append(activation_title(result, i))
         if result.projection is not None:
             proj = _enlarge(to_uint8(result.projection[i], "symmetric"), f)
-            out[f"c_projection_{file_part(layer)}.png"] = proj
+            out[f"c_projection_{file_part(title)}.png"] = proj
             if i == 0:
                 row.append(proj)
                 titles.append(f"(c) projection of\n{title} map {channel}")
@@ -146,4 +171,4 @@ def panels(result) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["panels", "overlay", "label_panel", "input_panel", "file_part", "PALETTE"]
+__all__ = ["panels", "panel_names", "activation_title", "overlay", "label_panel", "input_panel", "file_part", "PALETTE"]

@@ -44,7 +44,10 @@ class OcclusionResult:
         layers (list[str]): layers read out; ``channels`` the feature map of each (default its
             strongest: the largest activation in the unoccluded image).
         activation (Tensor): ``L x Py x Px`` total activation of that feature map at each position;
-            ``clean_activation`` (``L``) its value for the unoccluded image.
+            ``clean_activation`` (``L``) its value for the unoccluded image. The sum of the rectified
+            map (``max(0, x)``, the paper's layer-5 maps) when ``rectified``, else the sum before
+            the ReLU.
+        rectified (bool): whether :attr:`activation` sums the rectified feature map.
         projection (Tensor | None): ``L x C x H x W`` deconvnet projection of each feature map for
             the unoccluded image (Fig. 7 c).
         aliases (list[str | None]): the paper's name of each layer (``conv5``), where it has one.
@@ -77,6 +80,7 @@ class OcclusionResult:
     activation: torch.Tensor
     clean_activation: torch.Tensor
     projection: torch.Tensor | None = None
+    rectified: bool = True
     aliases: list[str | None] = field(default_factory=list)
     classes: list[str] | None = None
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
@@ -97,6 +101,11 @@ class OcclusionResult:
         """Layer ``i`` as people call it: its alias (``conv5``) when it has one, else its module name."""
         alias = self.aliases[i] if i < len(self.aliases) else None
         return alias or self.layers[i]
+
+    @property
+    def total_kind(self) -> str:
+        """What panel (b) sums: ``rectified`` (``max(0, x)``) or ``pre-activation`` (before the ReLU)."""
+        return "rectified" if self.rectified else "pre-activation"
 
     @property
     def clean_label(self) -> int:
@@ -127,7 +136,9 @@ class OcclusionResult:
             "targets": targets,
             "labels": [{"index": int(i), "name": self.class_name(int(i)), "positions": int(c)}
                        for i, c in sorted(zip(labels.tolist(), counts.tolist()), key=lambda p: -p[1])],
-            "layers": [{"name": n, "alias": self.aliases[i] if i < len(self.aliases) else None, "channel": c,
+            "total": self.total_kind,
+            "layers": [{"name": self.layer_title(i), "module": n,
+                        "alias": self.aliases[i] if i < len(self.aliases) else None, "channel": c,
                         "clean_total": float(a), "min_total": float(m.min()),
                         "max_total": float(m.max())}
                        for i, (n, c, a, m) in enumerate(zip(self.layers, self.channels, self.clean_activation,
@@ -136,14 +147,37 @@ class OcclusionResult:
             "stats": self.stats,
         }
 
+    def files(self) -> dict[str, str]:
+        """Every file :meth:`save` writes, by name, with what it holds (also listed in ``result.json``)."""
+        from introspect_occlusion.figure import panel_names
+
+        py, px = self.prob.shape[1:]
+        t, l_ = len(self.targets), len(self.layers)
+        files = {
+            "input.npy": f"{' x '.join(map(str, self.input.shape))} the preprocessed image the model saw",
+            "prob.npy": f"{t} x {py} x {px} probability of each target class at each occluder position (Fig. 7 d)",
+            "label.npy": f"{py} x {px} (int64) most probable class at each position (Fig. 7 e)",
+            "label_prob.npy": f"{py} x {px} probability of that class",
+            "activation.npy": f"{l_} x {py} x {px} total {self.total_kind} activation of each layer's "
+                              "feature map at each position (Fig. 7 b)",
+        }
+        if self.projection is not None:
+            files["projection.npy"] = (f"{' x '.join(map(str, self.projection.shape))} deconvnet projection of "
+                                       "each layer's feature map, unoccluded image (Fig. 7 c)")
+        files.update(panel_names(self))
+        files["result.json"] = "this summary"
+        return files
+
     def save(self, out) -> list:
         """Write the panels (PNG), the maps (``.npy``) and ``result.json`` into folder ``out``.
 
-        Files: ``prob.npy`` (``Py x Px``, first target), ``probs.npy`` (``T x Py x Px``),
-        ``label.npy``, ``activation.npy`` (``Py x Px``, first layer), ``activations.npy``
-        (``L x Py x Px``), ``projection.npy``, ``input.npy``, ``result.json``, and the panels
-        ``a_input.png``, ``b_activation_*.png``, ``c_projection_*.png``, ``d_prob_*.png``,
-        ``e_label.png`` and ``figure.png`` (all panels in a row). Nothing is written on error.
+        Files (one array per quantity; ``result.json`` lists them all under ``files``):
+        ``prob.npy`` (``T x Py x Px``), ``label.npy`` and ``label_prob.npy`` (``Py x Px``),
+        ``activation.npy`` (``L x Py x Px``), ``projection.npy`` (``L x C x H x W``), ``input.npy``,
+        ``result.json``, and the panels ``a_input.png``, ``b_activation_<layer>.png``,
+        ``c_projection_<layer>.png``, ``d_prob_<class>.png``, ``e_label.png`` and ``figure.png`` (all
+        panels in a row); layers are named as in the paper (``conv5``) where the model has aliases.
+        Nothing is written on error.
 
         Returns:
             list[Path]: the files written.
@@ -152,18 +186,19 @@ class OcclusionResult:
 
         from introspect_occlusion.figure import panels
 
+        summary = self.to_dict()
+        summary["files"] = self.files()
         with OutputDir(out) as od:
             od.save_npy("input.npy", self.input)
-            od.save_npy("prob.npy", self.prob[0])
-            od.save_npy("probs.npy", self.prob)
+            od.save_npy("prob.npy", self.prob)
             od.save_npy("label.npy", self.label)
-            od.save_npy("activation.npy", self.activation[0])
-            od.save_npy("activations.npy", self.activation)
+            od.save_npy("label_prob.npy", self.label_prob)
+            od.save_npy("activation.npy", self.activation)
             if self.projection is not None:
                 od.save_npy("projection.npy", self.projection)
             for name, picture in panels(self).items():
                 od.save_png(name, picture)
-            od.save_json("result.json", self.to_dict())
+            od.save_json("result.json", summary)
         return od.files
 
 
@@ -230,9 +265,12 @@ def strongest_channel(activation: torch.Tensor) -> int:
     return int(activation[0].reshape(activation.shape[1], -1).max(1).values.argmax())
 
 
-def _totals(value: torch.Tensor, channel: int) -> torch.Tensor:
-    """``B`` sums of feature map ``channel`` (float64); for ``B x C`` outputs the unit itself."""
+def _totals(value: torch.Tensor, channel: int, rectify: bool = False) -> torch.Tensor:
+    """``B`` sums of feature map ``channel`` (float64), of ``max(0, x)`` when ``rectify``; for
+    ``B x C`` outputs the unit itself."""
     v = value[:, channel]
+    if rectify:
+        v = v.clamp(min=0)
     return v.reshape(v.shape[0], -1).sum(1, dtype=torch.float64)
 
 
@@ -240,24 +278,27 @@ class _Readout:
     """Accumulates the total of one feature map per position from window states, via the summed-area
     table of the clean map (so a window costs one sum of the window, not a sum of the whole map)."""
 
-    def __init__(self, clean: torch.Tensor, channel: int):
-        self.channel = channel
-        self.clean_total = _totals(clean, channel)[0]
+    def __init__(self, clean: torch.Tensor, channel: int, rectify: bool = False):
+        self.channel, self.rectify = channel, rectify
+        self.clean_total = _totals(clean, channel, rectify)[0]
         if clean.dim() == 4:
             m = clean[0, channel].to(torch.float64)
+            if rectify:
+                m = m.clamp(min=0)
             self.sat = torch.nn.functional.pad(m.cumsum(0).cumsum(1), (1, 0, 1, 0))
         self.values: list[torch.Tensor] = []
 
     def __call__(self, state, batch: int) -> None:
         if state.kind == "full":
-            self.values.append(_totals(state.value, self.channel))
+            self.values.append(_totals(state.value, self.channel, self.rectify))
         elif state.kind == "win":
             w = state.window
             h, wd = w.hw
             y0, x0 = w.oy, w.ox
             s = self.sat
             clean_part = s[y0 + h, x0 + wd] - s[y0, x0 + wd] - s[y0 + h, x0] + s[y0, x0]
-            win_part = state.value[:, self.channel].sum((1, 2), dtype=torch.float64)
+            win = state.value[:, self.channel]
+            win_part = (win.clamp(min=0) if self.rectify else win).sum((1, 2), dtype=torch.float64)
             self.values.append(self.clean_total + win_part - clean_part)
         else:  # no position of the sweep changes this layer
             self.values.append(self.clean_total.expand(batch))
@@ -281,6 +322,7 @@ def occlusion(
     check_positions: int = 16,
     incremental: bool | None = None,
     project: bool = True,
+    rectify: bool = True,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     blur_sigma: float = 8.0,
@@ -336,6 +378,8 @@ def occlusion(
             measured gathering overhead; ``True``: incremental inference (when the model traces);
             ``False``: whole forward passes (batched), for comparison.
         project (bool): compute the deconvnet projections of panel (c) (default True).
+        rectify (bool): panel (b) sums the rectified feature map, ``max(0, x)`` (default True: the
+            paper's layer-5 maps are rectified); ``False`` sums it before the ReLU (pre-activation).
         mean, std (sequence of float | None): the input normalization; default the model's metadata.
         blur_sigma (float): Gaussian sigma for ``fill="blur"``.
         progress (Progress | None): ``progress("occlude", positions_done, positions_total)`` after each
@@ -358,9 +402,9 @@ def occlusion(
     args = _check_arguments(model, image, size, stride, fill, batch_size, approximate, layers, mean, std)
     with eval_mode(model):
         clean = _clean_pass(model, args, targets, channels)
-        run = _run(model, args, clean, incremental, approximate, check_positions, blur_sigma, progress)
+        run = _run(model, args, clean, incremental, approximate, check_positions, blur_sigma, progress, rectify)
         projection = _projections(model, args.x, args.layer_names, clean.channels) if project else None
-    return _package(model, args, clean, run, projection, approximate)
+    return _package(model, args, clean, run, projection, approximate, rectify)
 
 
 @dataclass
@@ -465,7 +509,7 @@ def _clean_pass(model, args: _Arguments, targets, channels) -> _Clean:
 
 
 def _run(model, args: _Arguments, clean: _Clean, incremental, approximate, check_positions, blur_sigma,
-         progress) -> _Run:
+         progress, rectify: bool = True) -> _Run:
     """The sweep: incremental inference or whole passes (the cost model of
     :mod:`introspect.core.sweep` when ``incremental`` is ``None``), the maps collected."""
     x = args.x
@@ -476,7 +520,7 @@ def _run(model, args: _Arguments, clean: _Clean, incremental, approximate, check
     engine, fallback = None, None
     if incremental is not False or approximate is not None:
         engine, fallback = prepare_engine(model, x, clean.logits, args.layer_names, clean.layers)
-    readouts = {n: _Readout(clean.layers[n], c) for n, c in zip(args.layer_names, clean.channels)}
+    readouts = {n: _Readout(clean.layers[n], c, rectify) for n, c in zip(args.layer_names, clean.channels)}
     runner = SweepRunner(model, x, fill_t, sweep, engine, args.layer_names,
                          lambda name, state, batch: readouts[name](state, batch),
                          None if approximate is None else float(approximate), args.batch_size)
@@ -486,7 +530,7 @@ def _run(model, args: _Arguments, clean: _Clean, incremental, approximate, check
     prob, label, label_prob, acts = _collect(logits, readouts.values(), clean.targets)
     error = None
     if engine is not None and approximate is not None and check_positions > 0:
-        error = _approx_error(runner, (prob, label, label_prob, acts), clean, check_positions)
+        error = _approx_error(runner, (prob, label, label_prob, acts), clean, check_positions, rectify)
     mode = {"incremental": "approximate" if approximate is not None else "incremental"}.get(runner.path, runner.path)
     stats = {"positions": len(sweep.ys), "seconds": round(seconds, 4), "device": str(x.device), **runner.stats}
     if runner.path == "mixed":
@@ -494,7 +538,8 @@ def _run(model, args: _Arguments, clean: _Clean, incremental, approximate, check
     return _Run(prob, label, label_prob, acts, mode, fallback, error, stats)
 
 
-def _package(model, args: _Arguments, clean: _Clean, run: _Run, projection, approximate) -> OcclusionResult:
+def _package(model, args: _Arguments, clean: _Clean, run: _Run, projection, approximate,
+             rectify: bool = True) -> OcclusionResult:
     """The result: maps shaped ``Py x Px``, names and metadata."""
     meta = meta_of(model)
     py, px = len(args.ys), len(args.xs)
@@ -505,9 +550,9 @@ def _package(model, args: _Arguments, clean: _Clean, run: _Run, projection, appr
         prob=run.prob.reshape(len(clean.targets), py, px), label=run.label.reshape(py, px),
         label_prob=run.label_prob.reshape(py, px), clean_prob=clean.prob.cpu(),
         layers=names, channels=clean.channels, activation=run.activation.reshape(len(names), py, px),
-        clean_activation=torch.stack([_totals(clean.layers[n], c)[0]
+        clean_activation=torch.stack([_totals(clean.layers[n], c, rectify)[0]
                                       for n, c in zip(names, clean.channels)]).float().cpu(),
-        projection=projection, aliases=[alias_of(model, n) for n in names],
+        projection=projection, rectified=bool(rectify), aliases=[alias_of(model, n) for n in names],
         classes=list(meta.classes) if meta.classes else None, mean=args.mean, std=args.std,
         mode=run.mode, fallback=run.fallback, tau=None if approximate is None else float(approximate),
         approx_error=run.error, stats=run.stats,
@@ -532,18 +577,18 @@ def _collect(logits: torch.Tensor, readouts, targets: list[int]):
     return prob[:, t].T.cpu(), top.indices.cpu(), top.values.cpu(), acts.float().cpu()
 
 
-def _approx_error(runner: SweepRunner, approx_out, clean: _Clean, count: int) -> dict:
+def _approx_error(runner: SweepRunner, approx_out, clean: _Clean, count: int, rectify: bool = True) -> dict:
     """Exact incremental inference on ``count`` evenly spread positions, against the approximation."""
     sweep = runner.sweep
     n = len(sweep.ys)
     idx = torch.linspace(0, n - 1, min(count, n)).round().long().unique()
     sub = Sweep(sweep.ys[idx.to(sweep.ys.device)], sweep.xs[idx.to(sweep.xs.device)], sweep.box)
-    readouts = {name: _Readout(clean.layers[name], c) for name, c in zip(runner.layers, clean.channels)}
+    readouts = {name: _Readout(clean.layers[name], c, rectify) for name, c in zip(runner.layers, clean.channels)}
     exact = SweepRunner(runner.model, runner.x, runner.fill, sub, runner.engine, runner.layers,
                         lambda name, state, batch: readouts[name](state, batch), None, runner.batch_size)
     prob, label, _, acts = _collect(exact.run("incremental"), readouts.values(), clean.targets)
     a_prob, a_label, _, a_acts = approx_out
-    scale = torch.stack([_totals(clean.layers[n_], c)[0] for n_, c in
+    scale = torch.stack([_totals(clean.layers[n_], c, rectify)[0] for n_, c in
                          zip(runner.layers, clean.channels)]).abs().float().cpu().clamp(min=1e-12)
     act_err = ((a_acts[:, idx] - acts).abs().max(1).values / scale) if len(acts) else torch.zeros(0)
     return {
