@@ -250,8 +250,8 @@ class SweepRunner:
             for name in self.layers if self.readout is not None else ():
                 module = resolve_layer(self.model, name)[1]
 
-                def hook(module, inputs, output, name=name):
-                    seen[name] = (output[0] if isinstance(output, (tuple, list)) else output).detach()
+                def hook(module, inputs, output, name=name):  # a copy: an inplace ReLU may come next
+                    seen[name] = (output[0] if isinstance(output, (tuple, list)) else output).detach().clone()
                 stack.callback(module.register_forward_hook(hook).remove)
             for a in range(a0, b0, bs):
                 b = min(b0, a + bs)
