@@ -142,6 +142,8 @@ class SweepRunner:
             ``full``) of each layer in ``layers``, batch by batch in position order.
         tau (float | None): approximate mode (incremental only).
         batch_size (int | None): positions per call; default from the memory budget.
+        full_batch_size (int | None): positions per whole-pass call when ``batch_size`` is not given
+            (default :data:`FULL_BATCH`).
 
     Attributes (after :meth:`run`):
         path (str): ``incremental``, ``full``, or ``mixed`` (the probes ran both; each position once).
@@ -159,6 +161,7 @@ class SweepRunner:
     readout: Callable[[str, State, int], None] | None = None
     tau: float | None = None
     batch_size: int | None = None
+    full_batch_size: int | None = None
     path: str = ""
     chosen: str = ""
     stats: dict = field(default_factory=dict)
@@ -177,7 +180,11 @@ class SweepRunner:
         return auto_batch_size(self.engine.bytes_per_position(self.steps), self.positions)
 
     def full_batch(self) -> int:
-        return self.batch_size if self.batch_size is not None else auto_batch_size(None, self.positions)
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.full_batch_size is not None:
+            return max(1, min(self.full_batch_size, self.positions))
+        return auto_batch_size(None, self.positions)
 
     def run(self, path: str = "auto", progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """``P x ...`` outputs of all positions; ``path`` ``auto`` (the cost model), ``incremental``
