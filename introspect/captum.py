@@ -70,12 +70,15 @@ from captum.attr._utils.common import (
     _format_and_verify_strides,
     _format_input_baseline,
 )
+from captum.log import log_usage
 from torch import nn
 
-from introspect.core.sweep import SweepRunner, Sweep, prepare_engine
+from introspect.core.sweep import Sweep, SweepRunner, prepare_engine
 
 #: Positions per batch of whole forward passes when ``perturbations_per_eval`` is 1.
 FULL_BATCH = 32
+#: Modules of a chain whose deconvnet walk is what captum's ``Deconvolution`` computes through them.
+_CAPTUM_CHAIN = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d, nn.Dropout, nn.Identity)
 
 
 def _in_eval_mode(model) -> bool:
@@ -103,6 +106,7 @@ class Occlusion(_CaptumOcclusion):
         self.last_path: str | None = None
         self.last_stats: dict = {}
 
+    @log_usage(part_of_slo=True)
     def attribute(  # type: ignore[override]
         self,
         inputs,
@@ -269,6 +273,7 @@ class NeuronDeconvolution(_CaptumNeuronDeconvolution):
         self.last_path: str | None = None
         self._cached: tuple | None = None
 
+    @log_usage(part_of_slo=True)
     def attribute(  # type: ignore[override]
         self,
         inputs,
@@ -308,8 +313,8 @@ class NeuronDeconvolution(_CaptumNeuronDeconvolution):
         if self._cached is not None and self._cached[0] == key and torch.equal(self._cached[1], x):
             return self._cached[2]
         chain = trace_chain(self.forward_func, x.detach(), self.layer)
-        if chain is not None and any(isinstance(s.module, nn.LocalResponseNorm) for s in chain.steps):
-            chain = None  # captum differentiates LRN; the deconvnet passes it through
+        if chain is not None and not all(type(s.module) in _CAPTUM_CHAIN for s in chain.steps):
+            chain = None  # captum rectifies at nn.ReLU only and differentiates everything else (LRN)
         self._cached = (key, x.detach().clone(), chain)
         return chain
 
@@ -352,6 +357,7 @@ class Deconvolution(_CaptumDeconvolution):
         super().__init__(model)
         self.last_path: str | None = None
 
+    @log_usage(part_of_slo=True)
     def attribute(self, inputs, target=None, additional_forward_args: Optional[Any] = None):  # type: ignore[override]
         """See :meth:`captum.attr.Deconvolution.attribute`."""
         self.last_path = "captum"
@@ -366,6 +372,7 @@ class GuidedBackprop(_CaptumGuidedBackprop):
         super().__init__(model)
         self.last_path: str | None = None
 
+    @log_usage(part_of_slo=True)
     def attribute(self, inputs, target=None, additional_forward_args: Optional[Any] = None):  # type: ignore[override]
         """See :meth:`captum.attr.GuidedBackprop.attribute`."""
         self.last_path = "captum"

@@ -225,3 +225,71 @@ def test_occlusion_is_accepted_where_captum_accepts_an_attribution(images, one_t
     torch.manual_seed(6)
     s = sensitivity_max(ours.attribute, images, n_perturb_samples=1, **kwargs)
     assert s.shape == (2,) and bool((s >= 0).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# the deconvnet family
+# --------------------------------------------------------------------------------------------------
+def small_zfnet(lrn=False):
+    from introspect.models import zfnet
+
+    torch.manual_seed(0)
+    return zfnet(num_classes=10, widths=(16, 32, 32, 32, 16), fc=32, pool5_size=1, lrn=lrn).eval().double()
+
+
+@pytest.mark.parametrize("neuron", [(3, 2, 1), (0, 0, 0), (15, -1, -1), (7, 1, 2)])
+def test_neuron_deconvolution_equals_captum_on_a_chain(neuron):
+    model = small_zfnet()
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    layer = model.features[12]
+    ours = ic.NeuronDeconvolution(model, layer)
+    close(ours.attribute(x, neuron_selector=neuron), ca.NeuronDeconvolution(model, layer).attribute(x, neuron))
+    assert ours.last_path == "chain"
+    # a second neuron of the same, unchanged input reuses the forward pass
+    chain = ours._cached[2]
+    close(ours.attribute((x,), neuron_selector=(1, 1, 1)),
+          ca.NeuronDeconvolution(model, layer).attribute((x,), (1, 1, 1)))
+    assert ours._cached[2] is chain
+    x.mul_(2)  # an in-place change is seen
+    close(ours.attribute(x, neuron_selector=neuron), ca.NeuronDeconvolution(model, layer).attribute(x, neuron))
+    assert ours._cached[2] is not chain
+
+
+def test_neuron_deconvolution_on_vgg_and_relu_layers():
+    model = seeded("vgg11")
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    for layer in (model.features[8], model.features[9], model.features[10]):  # conv, its ReLU, a pool
+        ours = ic.NeuronDeconvolution(model, layer)
+        close(ours.attribute(x, (5, 1, 0)), ca.NeuronDeconvolution(model, layer).attribute(x, (5, 1, 0)))
+        assert ours.last_path == "chain"
+
+
+def test_neuron_deconvolution_goes_to_captum_where_it_must(images):
+    lrn = small_zfnet(lrn=True)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    layer = lrn.features[12]
+    ours = ic.NeuronDeconvolution(lrn, layer)
+    close(ours.attribute(x, (2, 1, 1)), ca.NeuronDeconvolution(lrn, layer).attribute(x, (2, 1, 1)))
+    assert ours.last_path == "captum"  # captum differentiates the LRN, the deconvnet passes it through
+    model = seeded("resnet18")
+    for selector, kwargs in (((3, 1, 1), {}), ((slice(0, 4), 1, 1), {}), (lambda out: out[:, 2].sum((1, 2)), {}),
+                             ((3, 1, 1), {"attribute_to_neuron_input": True})):
+        ours = ic.NeuronDeconvolution(model, model.layer2)
+        close(ours.attribute(images, selector, **kwargs),
+              ca.NeuronDeconvolution(model, model.layer2).attribute(images, selector, **kwargs))
+        assert ours.last_path == "captum"
+    net = small_zfnet()
+    ours = ic.NeuronDeconvolution(net, net.features[12])
+    with pytest.raises(IndexError):
+        ours.attribute(x, (99, 0, 0))
+
+
+@pytest.mark.parametrize("cls", ["Deconvolution", "GuidedBackprop"])
+def test_deconvolution_and_guided_backprop_are_captums(cls, images):
+    model = seeded("resnet18")
+    ours = getattr(ic, cls)(model)
+    assert isinstance(ours, getattr(ca, cls))
+    close(ours.attribute(images, target=[1, 2]), getattr(ca, cls)(model).attribute(images, target=[1, 2]))
+    assert ours.last_path == "captum"
