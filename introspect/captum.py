@@ -348,35 +348,29 @@ class NeuronDeconvolution(_CaptumNeuronDeconvolution):
         return _format_output(_is_tuple(inputs), (out,))
 
 
-class Deconvolution(_CaptumDeconvolution):
+class _AsCaptum:
+    """captum's ``attribute`` run as it is, with ``last_path`` ``"captum"``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)  # type: ignore[call-arg]
+        self.last_path: str | None = None
+
+    @log_usage(part_of_slo=True)
+    def attribute(self, inputs, target=None, additional_forward_args: Optional[Any] = None):
+        """See captum's ``attribute`` of the same class."""
+        self.last_path = "captum"
+        return super().attribute.__wrapped__(self, inputs, target, additional_forward_args)  # type: ignore[misc]
+
+
+class Deconvolution(_AsCaptum, _CaptumDeconvolution):
     r"""captum's ``Deconvolution``, unchanged (``last_path`` ``"captum"``): one backward pass of the
     whole network with ReLUs passing the rectified gradient. Here so that all four drop-ins come
     from one import."""
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.last_path: str | None = None
 
-    @log_usage(part_of_slo=True)
-    def attribute(self, inputs, target=None, additional_forward_args: Optional[Any] = None):  # type: ignore[override]
-        """See :meth:`captum.attr.Deconvolution.attribute`."""
-        self.last_path = "captum"
-        return super().attribute.__wrapped__(self, inputs, target, additional_forward_args)
-
-
-class GuidedBackprop(_CaptumGuidedBackprop):
+class GuidedBackprop(_AsCaptum, _CaptumGuidedBackprop):
     r"""captum's ``GuidedBackprop``, unchanged (``last_path`` ``"captum"``). Here so that all four
     drop-ins come from one import."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.last_path: str | None = None
-
-    @log_usage(part_of_slo=True)
-    def attribute(self, inputs, target=None, additional_forward_args: Optional[Any] = None):  # type: ignore[override]
-        """See :meth:`captum.attr.GuidedBackprop.attribute`."""
-        self.last_path = "captum"
-        return super().attribute.__wrapped__(self, inputs, target, additional_forward_args)
 
 
 __all__ = ["Occlusion", "NeuronDeconvolution", "Deconvolution", "GuidedBackprop"]
