@@ -261,9 +261,10 @@ def test_seen_records_each_type_and_note_names_the_choices():
 class Squeeze(nn.Module):
     """A squeeze-and-excitation block as torchvision writes it: ``scale * x``."""
 
-    def __init__(self, gate):
+    def __init__(self, gate, expand=False):
         super().__init__()
         torch.manual_seed(5)
+        self.expand = expand
         self.c1 = nn.Conv2d(2, 4, 3)
         self.fc1 = nn.Conv2d(4, 2, 1)
         self.fc2 = nn.Conv2d(2, 4, 1)
@@ -273,12 +274,15 @@ class Squeeze(nn.Module):
     def forward(self, x):
         x = F.relu(self.c1(x))
         scale = self.gate(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        if self.expand:  # as timm's ECA writes it
+            return self.c2(x * scale.view(x.shape[0], -1, 1, 1).expand_as(x))
         return self.c2(scale * x)
 
 
+@pytest.mark.parametrize("expand", [False, True])
 @pytest.mark.parametrize("gate", [nn.Sigmoid(), nn.Hardsigmoid()])
-def test_squeeze_excitation_gate_is_a_fixed_scale(gate):
-    net = Squeeze(gate).eval()
+def test_squeeze_excitation_gate_is_a_fixed_scale(gate, expand):
+    net = Squeeze(gate, expand).eval()
     gen = torch.Generator().manual_seed(1)  # a case where the branch gets some signal
     x = torch.randn(1, 2, 8, 8, generator=gen)
     seed = torch.randn(1, 3, 4, 4, generator=gen)

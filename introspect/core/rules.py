@@ -24,10 +24,12 @@ The rectifier family follows the paper by definition: ReLU6 rectifies like a ReL
 (LeakyReLU, PReLU, RReLU) rectifies the signal with its own negative slope. For smooth activations
 (ELU, SiLU, GELU, Mish, ...) the paper has no rule; the default rectifies the signal as at a ReLU,
 and :meth:`Rule.but` changes it per type (``RULES["deconvnet"].but(silu="gradient")``). A Sigmoid or
-Hardsigmoid whose output multiplies a larger tensor (a squeeze-and-excitation gate) is, under
+Hardsigmoid whose output multiplies a larger tensor, directly or after a reshape, ``expand_as`` or
+``interpolate`` (a squeeze-and-excitation, ECA or attention gate) is, under
 ``gate="fixed"``, a fixed per-channel scale computed on the way up, like a switch: the signal is
 scaled by it and nothing flows into the branch that computed it. A user's own activation module
-(a parameter-free leaf module defined outside torch that returns a new tensor of its input's shape)
+(a leaf module defined outside torch, with at most scalar parameters, that returns a new tensor of its
+input's shape)
 has no rule: it gets its gradient, and is reported by name. :func:`apply_rule` records which rule
 each activation type got (``seen=``), and :func:`choice_note` says in one line which of them are a
 choice rather than the paper's rule.
@@ -44,7 +46,7 @@ import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -104,10 +106,11 @@ ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation("Tanh", "smooth", "relu(grad)", "monotone: rectified like a ReLU"),
 }
 
+_F: Any = F
 #: Activation functions torch has that get no rule: their gradient is used, and they are reported.
 NO_RULE_FUNCTIONS = {F.softsign: "Softsign", F.logsigmoid: "LogSigmoid", F.tanhshrink: "Tanhshrink",
                      F.softshrink: "Softshrink", F.hardshrink: "Hardshrink", F.threshold: "Threshold",
-                     F.threshold_: "Threshold", F.glu: "GLU"}
+                     _F.threshold_: "Threshold", F.glu: "GLU"}
 
 
 @dataclass(frozen=True)
@@ -366,6 +369,8 @@ for _key, _funcs in {
 _SIGNALS = {"leaky_relu": _leaky_signal, "rrelu": _rrelu_signal, "prelu": _prelu_signal}
 _GATES = ("sigmoid", "hardsigmoid")
 _MUL_CALLS = {torch.mul, _T.mul, _T.mul_, _T.__mul__, _T.__rmul__, _T.__imul__}
+_SHAPE_CALLS = {_T.view, _T.reshape, torch.reshape, _T.expand, _T.expand_as, _T.unsqueeze, torch.unsqueeze,
+                _T.flatten, torch.flatten, _T.permute, torch.permute, _T.contiguous, F.interpolate}
 _LRN_CALLS = {F.local_response_norm}
 _BN_CALLS = {F.batch_norm, torch.batch_norm}
 
@@ -402,7 +407,8 @@ def activation_type(module: nn.Module) -> str | None:
     """The activation type (a key of :data:`ACTIVATIONS`) of a torch activation module, else None.
     ``Hardtanh(0, 6)`` is a ReLU6."""
     key = MODULE_TYPES.get(type(module))
-    if key == "hardtanh" and (float(module.min_val), float(module.max_val)) == (0.0, 6.0):
+    m: Any = module
+    if key == "hardtanh" and (float(m.min_val), float(m.max_val)) == (0.0, 6.0):
         return "relu6"
     return key
 
@@ -412,12 +418,13 @@ def signal_slope(module: nn.Module) -> float | torch.Tensor | None:
     ``relu(grad)``, a number for LeakyReLU and RReLU (the mean of its range), the per-channel
     weight for PReLU."""
     key = activation_type(module)
+    m: Any = module
     if key == "leaky_relu":
-        return float(module.negative_slope)
+        return float(m.negative_slope)
     if key == "rrelu":
-        return (float(module.lower) + float(module.upper)) / 2
+        return (float(m.lower) + float(m.upper)) / 2
     if key == "prelu":
-        return module.weight.detach()
+        return m.weight.detach()
     return None
 
 
@@ -460,11 +467,19 @@ class _RuleMode(TorchFunctionMode):
 
     def _tag_gate(self, key: str, out: torch.Tensor, kind: str) -> None:
         """Remember a Sigmoid/Hardsigmoid output: if it multiplies a larger tensor, it is a gate."""
-        ident = id(out)
-        self._gates[ident] = (weakref.ref(out, lambda _, i=ident: self._gates.pop(i, None)), key)
+        self._tag(out, key, out.numel())
         name = ACTIVATIONS[key].name
         count, _ = self._gate_calls.get(name, (0, kind))
         self._gate_calls[name] = (count + 1, kind)
+
+    def _tag(self, out: torch.Tensor, key: str, numel: int) -> None:
+        ident = id(out)
+        gates = self._gates
+
+        def forget(_ref) -> None:
+            gates.pop(ident, None)
+
+        gates[ident] = (weakref.ref(out, forget), key, numel)
 
     def finish(self) -> None:
         """Record the Sigmoid/Hardsigmoid calls: as gates where they gated, as activations otherwise."""
@@ -493,6 +508,13 @@ class _RuleMode(TorchFunctionMode):
                 gated = self._fixed_gate(func, args, kwargs)
                 if gated is not None:
                     return gated
+            if func in _SHAPE_CALLS and self._gates:
+                entry = self._gate_of(args[0] if args else None)
+                if entry is not None:  # a gate reshaped, expanded or resized is still that gate
+                    out = func(*args, **kwargs)
+                    if isinstance(out, torch.Tensor):
+                        self._tag(out, entry[1], entry[2])
+                    return out
             if func in NO_RULE_FUNCTIONS:
                 self.note(NO_RULE_FUNCTIONS[func], "gradient (no rule)")
             if func in _LRN_CALLS and self.rule.lrn == "pass":
@@ -511,6 +533,8 @@ class _RuleMode(TorchFunctionMode):
         rest = args[1:]
 
         def fn(t):
+            if key == "relu":
+                return torch.relu(t)  # out of place, the common case without a copy
             return func(t.clone() if inplace else t, *rest, **kwargs)
 
         kind = self.rule.of(key)
@@ -530,7 +554,7 @@ class _RuleMode(TorchFunctionMode):
             return None
         for i, j in ((0, 1), (1, 0)):
             entry = self._gate_of(args[i])
-            if entry is not None and args[i].numel() < args[j].numel():
+            if entry is not None and entry[2] < args[j].numel():
                 name = ACTIVATIONS[entry[1]].name
                 self._gate_uses[name] = self._gate_uses.get(name, 0) + 1
                 new = list(args)
