@@ -1,0 +1,87 @@
+"""``introspect report [MODEL] [DATA_DIR] --out DIR``: the microscope site."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from introspect.cli import PhaseBars, emit, model_options, note, open_model, output_options
+
+_LABELS = {"check": "checking images", "images": "image pages", "filters": "filters (Fig. 6)"}
+
+
+def _label(phase: str) -> str:
+    word, _, layer = phase.partition(" ")
+    if word == "mine":
+        return f"mining {layer}"
+    if word == "project":
+        return f"projecting {layer}"
+    return _LABELS.get(phase, phase)
+
+
+@click.command("report")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.argument("data_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--layers", "layers", multiple=True, metavar="LIST",
+              help="Layers to report, by name or alias, comma-separated or repeated (conv1,conv5). "
+                   "Default: conv1..conv5 of the bundled models, the stages of other models.")
+@click.option("--k", "k", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Top images per feature map.")
+@click.option("--images", "images", type=click.IntRange(min=1), default=None,
+              help="Pages for the first N images only (with occlusion maps). Default: every image.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes reading and preprocessing images in parallel.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use only the first N images of DATA_DIR (sorted order).")
+@click.option("--force", is_flag=True,
+              help="Recompute everything (reuse nothing of an earlier site) and replace an --out that is not a report.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out image files that cannot be read (listed on the index page) instead of stopping.")
+@model_options
+@output_options("introspect-out/report")
+def report_command(model, data_dir, layers, k, images, batch_size, workers, limit, force, skip_bad, arch, device,
+                   trust_pickle, out, as_json):
+    """Build a browsable static site of MODEL over the images in DATA_DIR (open --out/index.html).
+
+    Pages: the model and its layers; per layer, every feature map as the projection of its
+    strongest activation (sortable, dead maps marked); per feature map, its top-k images with their
+    projections and receptive-field patches (Fig. 2); per image, the top-5 classes, the occlusion
+    panels (Fig. 7) and its strongest maps; the first-layer filters (Fig. 6). Beside the pages:
+    top.json per layer (as `introspect top` writes it), the occlusion arrays (as `introspect
+    occlusion` writes them) and report.json listing every page and file.
+
+    MODEL and DATA_DIR may be left out: the bundled model and images are used (a folder given
+    alone is DATA_DIR). A rerun into the same --out reuses what was computed for the same model,
+    data and options; the new site replaces the old one only when complete.
+    """
+    from introspect_report.method import report
+
+    if model is not None and data_dir is None and model.is_dir():
+        model, data_dir = None, model
+    net = open_model(model, arch, device, trust_pickle)
+    if data_dir is None:
+        from introspect.cli import bundled_image_dir
+
+        data_dir = bundled_image_dir()
+        note(f"no DATA_DIR given: using the bundled images in {data_dir}")
+    chosen = [part for value in layers for part in value.split(",") if part.strip()] or None
+    bars = PhaseBars(_label)
+    try:
+        built = report(net, data_dir, out=out, layers=chosen, k=k, images=images, batch_size=batch_size,
+                       workers=workers, limit=limit, force=force, skip_bad=skip_bad, progress=bars,
+                       command=" ".join(["introspect", *map(shlex.quote, sys.argv[1:])]))
+    finally:
+        bars.close()
+    doc = built.to_dict()
+    lines = [f"{len(built.layers)} layers, {len(built.images)} image pages, {len(built.pages)} pages, "
+             f"{len(built.files)} files in {built.seconds:.1f} s"]
+    if built.reused:
+        lines.append(f"reused from the previous site: {len(built.reused)} units")
+    if built.skipped:
+        lines.append(f"skipped {len(built.skipped)} unreadable files: {', '.join(built.skipped)}")
+    lines.append(f"open {built.index}")
+    emit(doc, as_json, "\n".join(lines))

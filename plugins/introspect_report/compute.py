@@ -1,0 +1,247 @@
+"""The work behind a report, through the public methods of the other plugins.
+
+Each function computes one unit of the site (a layer, an image, the filters), writes its files
+into the staging folder through ``save(rel, array)`` and returns the JSON-ready record the pages are
+built from. Other plugins are reached only as ``introspect.<method>`` (see :func:`method`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import introspect
+from introspect import IntrospectError, eval_mode, meta_of
+from introspect.render import to_uint8
+
+NEEDED = {
+    "top_k": "introspect_deconv (top-k mining)",
+    "project": "introspect_deconv (deconvnet projections)",
+    "occlusion": "introspect_occlusion (Fig. 7)",
+    "first_layer_filters": "introspect_filters (Fig. 6)",
+}
+THUMB = 64          # thumbnail side, pixels
+IMAGE_MAPS = 9      # strongest maps shown per layer on an image page
+TOP_CLASSES = 5
+
+
+def method(name: str) -> Callable:
+    """``introspect.<name>``, or a one-line error naming the plugin that provides it."""
+    found = introspect.methods().get(name)
+    if found is None:
+        raise IntrospectError(f"introspect report needs the method {name!r} from the plugin {NEEDED[name]}, "
+                              "which is not installed or failed to load; reinstall introspect "
+                              "(see `introspect plugins`)")
+    return found.func
+
+
+def check_methods() -> None:
+    for name in NEEDED:
+        method(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# pictures
+# --------------------------------------------------------------------------------------------------
+def _crop(t: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
+    y0, x0, y1, x1 = (int(v) for v in box)
+    return t if y1 <= y0 or x1 <= x0 else t[..., y0:y1, x0:x1]
+
+
+def projection_tile(projection: torch.Tensor, box: Sequence[int]) -> np.ndarray:
+    """A deconvnet projection cropped to its receptive field, zero as mid-grey."""
+    return to_uint8(_crop(projection, box), "symmetric")
+
+
+def image_tile(image: torch.Tensor, box: Sequence[int] | None, mean, std) -> np.ndarray:
+    """The ``box`` of a preprocessed ``(C, H, W)`` image (the whole image without a box) as RGB."""
+    t = _crop(image, box) if box is not None else image
+    c = t.shape[0]
+    if len(mean) == c and len(std) == c:
+        t = t * torch.tensor(std, dtype=t.dtype).view(-1, 1, 1) + torch.tensor(mean, dtype=t.dtype).view(-1, 1, 1)
+        return to_uint8(t.clamp(0, 1), None)
+    return to_uint8(t, "minmax")
+
+
+def thumbnail(tile: np.ndarray, side: int = THUMB) -> np.ndarray:
+    """``tile`` shrunk so its longer side is at most ``side`` (small tiles are kept as they are)."""
+    from PIL import Image
+
+    h, w = tile.shape[:2]
+    if max(h, w) <= side:
+        return tile
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(tile).resize(size, Image.Resampling.BILINEAR))
+
+
+# --------------------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------------------
+def check_layers(model: nn.Module, data, layers: Sequence[str]) -> None:
+    """Run one image to the layers; a layer that does not run gets one line before any work."""
+    x = data.image(0)[None].to(_device(model))
+    with eval_mode(model), torch.no_grad(), introspect.attach(model, list(layers)) as rec:
+        try:
+            rec.forward(x, stop=True)
+        except IntrospectError:
+            raise
+        except Exception as exc:
+            raise IntrospectError(f"the model cannot run on the images ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); check the model and "
+                                  "the input size") from None
+        for name in layers:
+            act = rec.activations.get(name)
+            if act is None:
+                raise IntrospectError(f"layer {name!r} did not run in the forward pass; choose another layer "
+                                      "(`introspect layers` lists them)")
+            if act.dim() != 4:
+                raise IntrospectError(f"layer {name!r} gives {act.dim()}-D outputs, not feature maps; "
+                                      "choose a convolutional layer")
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def map_file(stem: str, channel: int, rank: int, digits: int, kind: str) -> str:
+    return f"data/layers/{stem}/top/c{channel:0{digits}d}-r{rank}{'-patch' if kind == 'patch' else ''}.png"
+
+
+def thumb_file(stem: str, channel: int, digits: int) -> str:
+    return f"data/layers/{stem}/thumbs/c{channel:0{digits}d}.png"
+
+
+def digits_for(n_maps: int) -> int:
+    return max(4, len(str(max(n_maps - 1, 0))))
+
+
+def layer_unit(model: nn.Module, data, name: str, stem: str, k: int, *, batch_size: int, workers: int,
+               save, progress=None) -> dict:
+    """Mine ``name`` over the data (``introspect.top_k``), project each map's winners
+    (``introspect.project``) and write ``top.json``, the Fig. 2 tiles and one thumbnail per map.
+
+    Returns the ``top.json`` document (``introspect top``'s format) with ``stem`` and ``digits``."""
+    top = method("top_k")(model, data.dataset, name, k=k, project=False, batch_size=batch_size,
+                          workers=workers, progress=_phase(progress, stem), distributed=False)
+    doc = top.to_dict()
+    for m in doc["maps"]:
+        for entry in m["top"]:
+            entry["image_name"] = data.names[entry["image"]]
+    doc.pop("arrays", None)
+    doc.pop("array_shape", None)
+    digits = digits_for(len(doc["maps"]))
+    doc.update(stem=stem, digits=digits)
+    save(f"data/layers/{stem}/top.json", doc)
+    won: dict[int, list[tuple[int, int]]] = {}
+    for j, m in enumerate(doc["maps"]):
+        for entry in m["top"]:
+            won.setdefault(entry["image"], []).append((j, entry["rank"]))
+    meta = meta_of(model)
+    project = method("project")
+    for done, (n, slots) in enumerate(sorted(won.items()), 1):
+        x = data.image(n)
+        channels = sorted({doc["maps"][j]["channel"] for j, _ in slots})
+        res = project(model, x[None], name, channels=channels, mode="max")
+        row = {int(c): i for i, c in enumerate(res.channel.tolist())}
+        for j, r in slots:
+            c = doc["maps"][j]["channel"]
+            i = row[c]
+            box = res.boxes[i].tolist()
+            proj = projection_tile(res.projections[i], box)
+            save(map_file(stem, c, r, digits, "proj"), proj)
+            save(map_file(stem, c, r, digits, "patch"), image_tile(x.float().cpu(), box, meta.mean, meta.std))
+            if r == 0:
+                save(thumb_file(stem, c, digits), thumbnail(proj))
+        if progress is not None:
+            progress(f"project {stem}", done, len(won))
+    for m in doc["maps"]:  # a map no image ever reached (an empty data set share): a grey thumbnail
+        if not m["top"]:
+            save(thumb_file(stem, m["channel"], digits), np.full((8, 8, 3), 128, np.uint8))
+    return doc
+
+
+def _phase(progress, name: str):
+    if progress is None:
+        return None
+    return lambda phase, done, total: progress(f"{phase} {name}", done, total)
+
+
+# --------------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------------
+def image_dir(index: int) -> str:
+    return f"data/images/i{index:05d}"
+
+
+def predictions(model: nn.Module, data, indices: Sequence[int], batch_size: int) -> dict[int, list[dict]]:
+    """The top-5 classes (index, name, probability) of each image."""
+    meta = meta_of(model)
+    found = {}
+    with eval_mode(model), torch.no_grad():
+        for first in range(0, len(indices), batch_size):
+            group = list(indices[first:first + batch_size])
+            x = torch.stack([data.image(n) for n in group]).to(_device(model))
+            out = model(x)
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise IntrospectError("the model's output is not N x classes scores; the report needs a classifier")
+            p = torch.softmax(out.float(), dim=1).cpu()
+            values, classes = p.topk(min(TOP_CLASSES, p.shape[1]), dim=1)
+            for n, vs, cs in zip(group, values.tolist(), classes.tolist()):
+                found[n] = [{"index": c, "name": meta.class_name(c), "prob": v} for c, v in zip(cs, vs)]
+    return found
+
+
+def image_unit(model: nn.Module, data, n: int, top5: list[dict], save, save_dir) -> dict:
+    """Image ``n``: its picture, predictions and the Fig. 7 occlusion panels for the top class
+    (``introspect.occlusion``, saved as ``introspect occlusion`` writes them)."""
+    meta = meta_of(model)
+    x = data.image(n)
+    folder = image_dir(n)
+    save(f"{folder}/input.png", image_tile(x.float().cpu(), None, meta.mean, meta.std))
+    result = method("occlusion")(model, x[None], targets=[top5[0]["index"]])
+    files = save_dir(f"{folder}/occlusion", result.save)
+    doc = {"index": n, "name": data.names[n], "label": data.labels[n] if n < len(data.labels) else None,
+           "predictions": top5, "occlusion": sorted(f for f in files if f.endswith(".png")),
+           "occlusion_summary": {k: v for k, v in result.to_dict().items()
+                                 if k in ("size", "stride", "fill", "positions", "clean_label", "targets", "layers",
+                                          "mode")}}
+    save(f"{folder}/image.json", doc)
+    return doc
+
+
+def image_layer_unit(model: nn.Module, data, n: int, name: str, stem: str, digits: int, save) -> dict:
+    """The strongest maps of layer ``name`` for image ``n``, projected (``introspect.project``)."""
+    meta = meta_of(model)
+    x = data.image(n)
+    res = method("project")(model, x[None], name, top_maps=IMAGE_MAPS, mode="max")
+    maps = []
+    for i in range(len(res)):
+        c = int(res.channel[i])
+        box = res.boxes[i].tolist()
+        rel = f"{image_dir(n)}/{stem}/c{c:0{digits}d}.png"
+        save(rel, projection_tile(res.projections[i], box))
+        save(rel[:-4] + "-patch.png", image_tile(x.float().cpu(), box, meta.mean, meta.std))
+        maps.append({"channel": c, "activation": float(res.activation[i]), "position": res.position[i].tolist(),
+                     "box": box, "file": rel, "patch": rel[:-4] + "-patch.png"})
+    doc = {"image": n, "layer": name, "maps": maps}
+    save(f"{image_dir(n)}/{stem}/maps.json", doc)
+    return doc
+
+
+def filters_unit(model: nn.Module, data, batch_size: int, save_dir, progress=None) -> dict:
+    """Fig. 6 of the first convolution (``introspect.first_layer_filters``), saved as
+    ``introspect filters`` writes it."""
+    prog = None if progress is None else (lambda done, total: progress("filters", done, total))
+    result = method("first_layer_filters")(model, data.dataset, batch_size=batch_size, progress=prog)
+    files = save_dir("data/filters", result.save)
+    doc = result.to_dict()
+    doc["files"] = files
+    return doc
+
+
+__all__ = ["check_methods", "method", "layer_unit", "image_unit", "image_layer_unit", "filters_unit",
+           "predictions"]
