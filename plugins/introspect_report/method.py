@@ -134,7 +134,7 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
         pages = site.write_pages(doc, build.text)
         manifest = _manifest(doc, build, pages, options)
         build.text(MANIFEST, _json(manifest))
-    return Report(Path(out), [n for n, _ in names], shown, pages, sorted(build.files) + [MANIFEST],
+    return Report(Path(out), [n for n, _ in names], shown, pages, sorted(build.files),
                   build.reused, data.skipped, fp, time.perf_counter() - started)
 
 
