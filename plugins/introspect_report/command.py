@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -19,6 +18,23 @@ def _label(phase: str) -> str:
     if word == "project":
         return f"projecting {layer}"
     return _LABELS.get(phase, phase)
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as typed, up to option order (every option that differs from its default)."""
+    words = ["introspect", ctx.info_name or "report"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Argument):
+            words += [str(value)] if value is not None else []
+        elif value not in (None, False, ()) and value != param.default:
+            flag = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
+            if value is True:
+                words.append(flag)
+            else:
+                for v in value if isinstance(value, tuple) else (value,):
+                    words += [flag, str(v)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 @click.command("report")
@@ -73,7 +89,7 @@ def report_command(model, data_dir, layers, k, images, batch_size, workers, limi
     try:
         built = report(net, data_dir, out=out, layers=chosen, k=k, images=images, batch_size=batch_size,
                        workers=workers, limit=limit, force=force, skip_bad=skip_bad, progress=bars,
-                       command=" ".join(["introspect", *map(shlex.quote, sys.argv[1:])]))
+                       command=_command_line(click.get_current_context()))
     finally:
         bars.close()
     doc = built.to_dict()

@@ -82,6 +82,8 @@ def thumbnail(tile: np.ndarray, side: int = THUMB) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 def check_layers(model: nn.Module, data, layers: Sequence[str]) -> None:
     """Run one image to the layers; a layer that does not run gets one line before any work."""
+    from introspect.core.layers import alias_of
+
     x = data.image(0)[None].to(_device(model))
     with eval_mode(model), torch.no_grad(), introspect.attach(model, list(layers)) as rec:
         try:
@@ -94,11 +96,13 @@ def check_layers(model: nn.Module, data, layers: Sequence[str]) -> None:
                                   "the input size") from None
         for name in layers:
             act = rec.activations.get(name)
+            alias = alias_of(model, name)
+            shown = f"{alias!r} ({name})" if alias else repr(name)
             if act is None:
-                raise IntrospectError(f"layer {name!r} did not run in the forward pass; choose another layer "
+                raise IntrospectError(f"layer {shown} did not run in the forward pass; choose another layer "
                                       "(`introspect layers` lists them)")
             if act.dim() != 4:
-                raise IntrospectError(f"layer {name!r} gives {act.dim()}-D outputs, not feature maps; "
+                raise IntrospectError(f"layer {shown} gives {act.dim()}-D outputs, not feature maps; "
                                       "choose a convolutional layer")
 
 
