@@ -254,3 +254,12 @@ def test_layer_that_does_not_run_is_one_line_and_writes_nothing(tmp_path):
         introspect.report(Unused(), torch.randn(4, 3, 16, 16), out=tmp_path / "site", layers=["spare"])
     assert not (tmp_path / "site").exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_second_run_into_the_same_out_fails_at_once(model, tmp_path):
+    from introspect_report.store import SiteFolder
+
+    with SiteFolder(tmp_path / "site"):
+        with pytest.raises(introspect.IntrospectError, match=rf"another introspect run \(process {os.getpid()}\)"):
+            introspect.report(model, out=tmp_path / "site", layers=["conv1"], k=2, images=1)
+        assert not (tmp_path / "site").exists()

@@ -25,7 +25,8 @@ a { color: var(--accent); }
 .toolbar button[aria-pressed="true"] { background: var(--accent); color: #fff; border-color: var(--accent); }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)); gap: 6px; }
 .card { display: block; background: #fff; border: 1px solid var(--line); border-radius: 4px; padding: 4px;
-        text-decoration: none; color: var(--ink); font-size: 11px; text-align: center; }
+        text-decoration: none; color: var(--ink); font-size: 11px; text-align: center;
+        content-visibility: auto; contain-intrinsic-size: auto 90px; }
 .card:focus, .card:hover { outline: 2px solid var(--accent); outline-offset: 0; }
 .card img { width: 64px; height: 64px; object-fit: contain; image-rendering: pixelated; background: #808080;
             display: block; margin: 0 auto 2px; }

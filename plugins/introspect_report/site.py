@@ -113,10 +113,10 @@ def layer_html(layer: dict, prev: dict | None, nxt: dict | None) -> str:
         act = m["top"][0]["activation"] if m["top"] else None
         dead = act is None or act <= 0
         tag = "<span class=\"tag\">dead</span>" if dead else escape(_fmt(act))
+        act_attr = f"{act:.6g}" if act is not None else "-Infinity"
+        title = " title=\"dead: never active over the data\"" if dead else ""
         cards.append(f"<a class=\"card{' dead' if dead else ''}\" href=\"../{map_page(stem, c, digits)}\" "
-                     f"data-index=\"{c}\" data-activation=\"{act if act is not None else '-Infinity'}\" "
-                     f"title=\"map {c}{' (dead: never active over the data)' if dead else ''}\">"
-                     f"<img loading=\"lazy\" decoding=\"async\" width=\"64\" height=\"64\" alt=\"map {c}\" "
+                     f"data-index=\"{c}\" data-activation=\"{act_attr}\"{title}><img loading=\"lazy\" alt=\"\" "
                      f"src=\"../{thumb_file(stem, c, digits)}\">{c} · {tag}</a>")
     pager = _pager(prev and (f"../{layer_page(prev['stem'])}", prev["name"]),
                    nxt and (f"../{layer_page(nxt['stem'])}", nxt["name"]), ("../index.html", "index"))
