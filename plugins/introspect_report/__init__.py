@@ -10,7 +10,7 @@ The modules: :mod:`~introspect_report.data` (images and layers), :mod:`~introspe
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
 
 
 @hookimpl
@@ -35,4 +35,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'introspect_report' has no attribute {name!r}")
 
 
-__all__ = ["report", "Report", "register_methods", "register_commands"]
+__all__ = ["Report", "register_commands", "register_methods", "report"]

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from introspect.cli import PhaseBars, emit, model_options, note, open_model, output_options
+from introspect.plugin import (
+    PhaseBars,
+    emit,
+    model_options,
+    note,
+    open_model,
+    output_options,
+)
 
 _LABELS = {"check": "checking images", "images": "image pages", "filters": "filters (Fig. 6)"}
 
@@ -80,7 +87,7 @@ def report_command(model, data_dir, layers, k, images, batch_size, workers, limi
         model, data_dir = None, model
     net = open_model(model, arch, device, trust_pickle)
     if data_dir is None:
-        from introspect.cli import bundled_image_dir
+        from introspect.plugin import bundled_image_dir
 
         data_dir = bundled_image_dir()
         note(f"no DATA_DIR given: using the bundled images in {data_dir}")

@@ -6,15 +6,21 @@ built from. Other plugins are reached only as ``introspect.<method>`` (see :func
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-import introspect
-from introspect import IntrospectError, eval_mode, meta_of
-from introspect.render import to_uint8
+from introspect.plugin import (
+    IntrospectError,
+    attach,
+    eval_mode,
+    meta_of,
+    model_device,
+    require_method,
+    to_uint8,
+)
 
 NEEDED = {
     "top_k": "introspect_deconv (top-k mining)",
@@ -29,12 +35,7 @@ TOP_CLASSES = 5
 
 def method(name: str) -> Callable:
     """``introspect.<name>``, or a one-line error naming the plugin that provides it."""
-    found = introspect.methods().get(name)
-    if found is None:
-        raise IntrospectError(f"introspect report needs the method {name!r} from the plugin {NEEDED[name]}, "
-                              "which is not installed or failed to load; reinstall introspect "
-                              "(see `introspect plugins`)")
-    return found.func
+    return require_method(name, f"introspect report (through the plugin {NEEDED[name]})")
 
 
 def check_methods() -> None:
@@ -82,10 +83,10 @@ def thumbnail(tile: np.ndarray, side: int = THUMB) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 def check_layers(model: nn.Module, data, layers: Sequence[str]) -> None:
     """Run one image to the layers; a layer that does not run gets one line before any work."""
-    from introspect.core.layers import alias_of
+    from introspect.plugin import alias_of
 
-    x = data.image(0)[None].to(_device(model))
-    with eval_mode(model), torch.no_grad(), introspect.attach(model, list(layers)) as rec:
+    x = data.image(0)[None].to(model_device(model))
+    with eval_mode(model), torch.no_grad(), attach(model, list(layers)) as rec:
         try:
             rec.forward(x, stop=True)
         except IntrospectError:
@@ -104,11 +105,6 @@ def check_layers(model: nn.Module, data, layers: Sequence[str]) -> None:
             if act.dim() != 4:
                 raise IntrospectError(f"layer {shown} gives {act.dim()}-D outputs, not feature maps; "
                                       "choose a convolutional layer")
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def map_file(stem: str, channel: int, rank: int, digits: int, kind: str) -> str:
@@ -188,7 +184,7 @@ def predictions(model: nn.Module, data, indices: Sequence[int], batch_size: int)
     with eval_mode(model), torch.no_grad():
         for first in range(0, len(indices), batch_size):
             group = list(indices[first:first + batch_size])
-            x = torch.stack([data.image(n) for n in group]).to(_device(model))
+            x = torch.stack([data.image(n) for n in group]).to(model_device(model))
             out = model(x)
             if not isinstance(out, torch.Tensor) or out.dim() != 2:
                 raise IntrospectError("the model's output is not N x classes scores; the report needs a classifier")
@@ -247,5 +243,12 @@ def filters_unit(model: nn.Module, data, batch_size: int, save_dir, progress=Non
     return doc
 
 
-__all__ = ["check_methods", "method", "layer_unit", "image_unit", "image_layer_unit", "filters_unit",
-           "predictions"]
+__all__ = [
+    "check_methods",
+    "filters_unit",
+    "image_layer_unit",
+    "image_unit",
+    "layer_unit",
+    "method",
+    "predictions",
+]

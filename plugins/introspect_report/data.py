@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from introspect import IntrospectError, layer_table, meta_of
+from introspect import layer_table
+from introspect.plugin import IntrospectError, meta_of
 
 
 @dataclass
@@ -65,7 +66,7 @@ def open_data(dataset, model: nn.Module, *, limit: int | None = None, skip_bad: 
     """``dataset`` (a folder, an ``ImageFolderDataset``-like object with ``paths``, a map-style data set
     or an ``(N, C, H, W)`` tensor) as :class:`Data`; every file of a folder is read once to find bad
     ones (an error naming the first, or with ``skip_bad`` a list of them)."""
-    from introspect.images import ImageFolderDataset, Preprocess, read_image
+    from introspect.plugin import ImageFolderDataset, Preprocess, read_image
 
     if isinstance(dataset, (str, os.PathLike)):
         dataset = ImageFolderDataset(dataset, Preprocess.from_meta(meta_of(model)))
@@ -152,4 +153,4 @@ def stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
 
 
-__all__ = ["Data", "open_data", "default_layers", "stem"]
+__all__ = ["Data", "default_layers", "open_data", "stem"]

@@ -4,21 +4,25 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from introspect import IntrospectError, layer_table, meta_of, resolve_layer, __version__
-from introspect.output import jsonable
-
+from introspect import layer_table
+from introspect.plugin import (
+    IntrospectError,
+    Progress,
+    alias_of,
+    jsonable,
+    meta_of,
+    resolve_layer,
+)
 from introspect_report import compute, site
 from introspect_report.data import Data, default_layers, open_data, stem
 from introspect_report.store import FORMAT, GENERATOR, MANIFEST, SiteFolder, fingerprint
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -108,7 +112,7 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
     _check_args(k, images, batch_size, workers, limit)
     compute.check_methods()
     if dataset is None:
-        from introspect.cli import bundled_image_dir
+        from introspect.plugin import bundled_image_dir
 
         dataset = bundled_image_dir()
     data = open_data(dataset, model, limit=limit, skip_bad=skip_bad, progress=progress)
@@ -138,6 +142,15 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
                   build.reused, data.skipped, fp, time.perf_counter() - started)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("introspect")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _check_args(k, images, batch_size, workers, limit) -> None:
     for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("workers", workers, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -157,8 +170,6 @@ def _layers(model: nn.Module, layers) -> list[tuple[str, str]]:
         name, _ = resolve_layer(model, layer)
         if any(name == n for n, _ in found):
             continue
-        from introspect.core.layers import alias_of
-
         s = stem(alias_of(model, name) or name)
         while s in stems:
             s += "_"
@@ -264,7 +275,7 @@ class _Build:
             lkey = f"image:{n}:{layer['layer']}"
             maps = self._reuse(lkey, f"{compute.image_dir(n)}/{layer['stem']}/maps.json")
             if maps is None:
-                maps = self._compute(lkey, lambda: compute.image_layer_unit(
+                maps = self._compute(lkey, lambda layer=layer: compute.image_layer_unit(
                     model, data, n, layer["layer"], layer["stem"], layer["digits"], self.save))
             doc["layers"][layer["layer"]] = maps
         return doc
@@ -298,7 +309,7 @@ def _site_doc(model, data: Data, layer_docs, image_docs, filters, fp: str, comma
         "layer_table": rows, "layers": layer_docs, "images": image_docs, "filters": filters,
         "fingerprint": fp, "command": command or "introspect.report(...)",
         "built": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "versions": {"introspect": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "versions": {"introspect": _version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
                      "python": platform.python_version()},
     }
 
@@ -313,7 +324,7 @@ def _source(data: Data) -> str:
 
 def _manifest(doc: dict, build: _Build, pages: list[str], options: dict) -> dict:
     return {
-        "generator": GENERATOR, "format": FORMAT, "version": __version__, "fingerprint": doc["fingerprint"],
+        "generator": GENERATOR, "format": FORMAT, "version": _version(), "fingerprint": doc["fingerprint"],
         "command": doc["command"], "built": doc["built"], "options": options,
         "layers": [{"layer": d["layer"], "name": d["name"], "stem": d["stem"], "maps": len(d["maps"]),
                     "dead": d["dead"], "page": site.layer_page(d["stem"])} for d in doc["layers"]],
@@ -324,4 +335,4 @@ def _manifest(doc: dict, build: _Build, pages: list[str], options: dict) -> dict
     }
 
 
-__all__ = ["report", "Report"]
+__all__ = ["Report", "report"]

@@ -8,8 +8,8 @@ Layout (every page is one folder deep except the index, so links are ``../``-rel
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
-from typing import Callable
 
 from introspect_report.assets import SCRIPT, STYLE
 from introspect_report.compute import image_dir, map_file, thumb_file
@@ -158,7 +158,8 @@ def map_html(layer: dict, j: int, pages: set[int]) -> str:
         link = f"<a href=\"../{image_page(n)}\">{name}</a>" if n in pages else name
         rows.append(f"<tr data-rank=\"{r}\" data-image=\"{n}\" data-activation=\"{e['activation']!r}\">"
                     f"<td class=\"num\">{r + 1}</td>"
-                    f"<td><span class=\"pair\"><img alt=\"projection\" src=\"../{map_file(stem, c, r, digits, 'proj')}\">"
+                    f"<td><span class=\"pair\"><img alt=\"projection\" "
+                    f"src=\"../{map_file(stem, c, r, digits, 'proj')}\">"
                     f"<img alt=\"patch\" src=\"../{map_file(stem, c, r, digits, 'patch')}\"></span></td>"
                     f"<td class=\"num\">{_fmt(e['activation'])}</td><td>{link}</td>"
                     f"<td class=\"num\">{tuple(e['position'])}</td><td class=\"num\">{tuple(e['box'])}</td></tr>")
@@ -260,4 +261,4 @@ def write_pages(site: dict, write: Write) -> list[str]:
     return pages
 
 
-__all__ = ["write_pages", "layer_page", "map_page", "image_page", "layer_html"]
+__all__ = ["image_page", "layer_html", "layer_page", "map_page", "write_pages"]

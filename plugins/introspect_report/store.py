@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from introspect import IntrospectError
+from introspect.plugin import IntrospectError
 
 MANIFEST = "report.json"
 GENERATOR = "introspect report"
@@ -69,9 +69,7 @@ def _exchange(a: Path, b: Path) -> bool:
     except (OSError, AttributeError):
         return False
     at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    return False
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 class SiteFolder:
@@ -93,7 +91,7 @@ class SiteFolder:
         self.previous: dict | None = None
         self._lock = None
 
-    def __enter__(self) -> "SiteFolder":
+    def __enter__(self) -> SiteFolder:
         out = self.out
         if out.exists() and not out.is_dir():
             raise IntrospectError(f"--out {out} is a file, not a folder; choose a folder for the report")
@@ -199,4 +197,4 @@ def _umask() -> int:
     return mask
 
 
-__all__ = ["SiteFolder", "fingerprint", "read_manifest", "MANIFEST", "GENERATOR", "FORMAT"]
+__all__ = ["FORMAT", "GENERATOR", "MANIFEST", "SiteFolder", "fingerprint", "read_manifest"]
