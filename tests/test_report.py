@@ -156,6 +156,7 @@ def test_image_pages_hold_predictions_and_occlusion_arrays(site, model):
         written = json.loads((folder / "occlusion" / "result.json").read_text())
         assert written["method"] == "occlusion" and written["targets"][0]["index"] == order[0]
         prob = np.load(folder / "occlusion" / "prob.npy")
+        prob = prob[0] if prob.ndim == 3 else prob          # targets x positions down x across
         # panel (d) by brute force at a few positions: the top class's probability with the square grey
         size, stride = written["size"][0], written["stride"][0]
         grey = torch.tensor([(0.5 - m) / s for m, s in zip(introspect.meta_of(model).mean,
