@@ -230,3 +230,66 @@ def test_channel_ranges_are_checked_before_they_are_built(files, tmp_path, monke
             parse_channels([bad])
     with pytest.raises(Exception, match="channel numbers stop below"):
         parse_channels([f"0-{MAX_CHANNELS}"])
+
+
+# --------------------------------------------------------------------------------------------------
+# correspondence: part names as file names, boxes that are not numbers, parts files that are not text
+# --------------------------------------------------------------------------------------------------
+def test_part_names_that_map_to_one_file_name_keep_their_own_files(files, tmp_path):
+    """What was seen: parts `a/b`, `a b`, `a_b` overwrote each other's pairs_*.npy; a long part name
+    made a file name too long for the file system."""
+    parts = tmp_path / "parts.json"
+    names = ["a/b", "a b", "a_b", "p" * 400]
+    parts.write_text(json.dumps({name: [8 + 4 * i, 8, 24 + 4 * i, 24] for i, name in enumerate(names)}))
+    out = tmp_path / "out"
+    run("correspondence", files["model"], files["data"] / "0.png", files["data"] / "1.png", files["data"] / "2.png",
+        "--parts", parts, "--layer", "relu5", "--random", 0, "--out", out)
+    pairs = sorted(p for p in out.glob("pairs_*.npy"))
+    assert len(pairs) == 4 and all(len(p.name) < 120 for p in pairs)
+    doc = json.loads((out / "result.json").read_text())
+    by_file = {tuple(np.load(p).ravel().round(6)) for p in pairs}
+    by_name = {tuple(np.asarray(doc["pairs"][n]["relu5"], dtype=np.float64).ravel().round(6)) for n in names}
+    assert len(by_name) == 4 and by_file == by_name  # each part's own matrix, none overwritten
+
+
+@pytest.mark.parametrize("box", ["[NaN, 0, 4, 4]", "[0, 0, Infinity, 4]", "[true, 0, 4, 4]", "[0, null, 4, 4]"])
+def test_boxes_that_are_not_numbers_are_named(files, tmp_path, box):
+    """What was seen: NaN, inf and booleans in a box gave "has 4 boxes for 2 images"."""
+    parts = tmp_path / "parts.json"
+    parts.write_text('{"eye": %s}' % box)
+    result = run("correspondence", files["model"], files["data"] / "0.png", files["data"] / "1.png",
+                 "--parts", parts, "--out", tmp_path / "o", ok=False)
+    _one_error_line(result, "is not a box", "4 finite numbers")
+    assert "boxes for 2 images" not in result.output
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{\x00}", b'{"eye": ' * 100_000 + b"[1, 1, 5, 5]" + b"}" * 100_000],
+                         ids=["not-utf8", "nested-100000-deep"])
+def test_parts_files_that_are_not_parts_files_are_one_line(files, tmp_path, content):
+    parts = tmp_path / "parts.json"
+    parts.write_bytes(content)
+    result = run("correspondence", files["model"], files["data"] / "0.png", files["data"] / "1.png",
+                 "--parts", parts, "--out", tmp_path / "o", ok=False)
+    _one_error_line(result, "parts file")
+
+
+def test_damaged_checkpoints_are_one_line(files, tmp_path):
+    """What was seen: a string `version`, a checkpoint without `state_dict`, a safetensors header
+    that is a JSON list: tracebacks."""
+    import struct
+
+    good = torch.load(files["model"], weights_only=True)
+    cases = {
+        "version.pt": {**good, "version": "2"},
+        "nostate.pt": {k: v for k, v in good.items() if k != "state_dict"},
+        "classes.pt": {**good, "classes": 3},
+        "size.pt": {**good, "input_size": [3, -64, 64]},
+        "kwargs.pt": {**good, "arch_kwargs": {"no_such_argument": 1}},
+    }
+    for name, ckpt in cases.items():
+        torch.save(ckpt, tmp_path / name)
+        expected = "cannot build architecture" if name == "kwargs.pt" else str(tmp_path / name)
+        _one_error_line(run("layers", tmp_path / name, ok=False), expected)
+    header = b"[1, 2, 3]"
+    (tmp_path / "list.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    _one_error_line(run("layers", tmp_path / "list.safetensors", "--arch", "zfnet", ok=False), "corrupt safetensors")

@@ -163,7 +163,8 @@ def _torch_load(path: Path, trust_pickle: bool):
                 f"{path} is a pickled Python object, and unpickling can run arbitrary code; "
                 "re-run with --trust-pickle only if you trust its source, or save a state dict instead"
             ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, struct.error, AttributeError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, struct.error, AttributeError,
+            TypeError, KeyError, IndexError, RecursionError, OverflowError, MemoryError) as exc:
         raise IntrospectError(f"cannot read model file {path}: corrupt or not a PyTorch file ({_first_line(exc)}); check the file") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
@@ -213,9 +214,46 @@ def _find_state_dict(obj) -> dict | None:
     return None
 
 
+def _is_numbers(value, count: int | None = None, positive_int: bool = False) -> bool:
+    if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count):
+        return False
+    if positive_int:
+        return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+#: checkpoint key -> (what it must be, test); a damaged or hand-made file fails here in one line
+_CHECKPOINT_FIELDS = {
+    "version": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "state_dict": ("a dict of tensors", lambda v: _find_state_dict(v) is not None),
+    "arch": ("a name", lambda v: v is None or isinstance(v, str)),
+    "arch_kwargs": ("a dict of builder arguments", lambda v: v is None or (isinstance(v, dict)
+                                                                           and all(isinstance(k, str) for k in v))),
+    "classes": ("a list of names", lambda v: v is None or (isinstance(v, (list, tuple))
+                                                            and all(isinstance(c, str) for c in v))),
+    "input_size": ("3 positive whole numbers (C, H, W)", lambda v: v is None or _is_numbers(v, 3, True)),
+    "mean": ("a list of numbers", lambda v: v is None or _is_numbers(v)),
+    "std": ("a list of numbers", lambda v: v is None or _is_numbers(v)),
+    "aliases": ("a dict of names", lambda v: v is None or (isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items()))),
+}
+
+
+def _check_checkpoint(path: Path, ckpt: dict) -> None:
+    """Raise one line for a checkpoint field of the wrong kind (a damaged or hand-made file)."""
+    if "state_dict" not in ckpt:
+        raise IntrospectError(f"{path} is an introspect checkpoint without weights (no 'state_dict'); "
+                              "the file is damaged: re-save it")
+    for key, (kind, ok) in _CHECKPOINT_FIELDS.items():
+        if key in ckpt and not ok(ckpt[key]):
+            raise IntrospectError(f"{path} is damaged: its {key!r} is not {kind} (got {type(ckpt[key]).__name__}); "
+                                  "re-save the checkpoint")
+
+
 def _from_checkpoint(path: Path, ckpt: dict, arch: str | None):
     from introspect.models import ModelMeta, get_arch
 
+    _check_checkpoint(path, ckpt)
     if ckpt.get("version", 1) > VERSION:
         raise IntrospectError(f"{path} was written by a newer introspect (format {ckpt['version']}); upgrade introspect")
     file_arch = ckpt.get("arch")
@@ -226,7 +264,7 @@ def _from_checkpoint(path: Path, ckpt: dict, arch: str | None):
         raise IntrospectError(f"{path} does not name its architecture; pass --arch NAME")
     spec = get_arch(name)
     kwargs = dict(ckpt.get("arch_kwargs") or {})
-    model, name = _build_matching(name, ckpt["state_dict"], kwargs)
+    model, name = _build_matching(name, _find_state_dict(ckpt["state_dict"]), kwargs)
     meta = ModelMeta(
         arch=name,
         arch_kwargs=kwargs,
@@ -277,7 +315,13 @@ def _build_matching(arch: str, state: dict, kwargs: dict):
     first_error = None
     for name in [arch] + _ALTERNATIVES.get(arch, []):
         spec = get_arch(name)
-        model = spec.build(**kwargs)
+        try:
+            model = spec.build(**kwargs)
+        except IntrospectError:
+            raise
+        except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+            raise IntrospectError(f"architecture {name!r} cannot be built with the file's arguments {kwargs} "
+                                  f"({_first_line(exc)}); the file is damaged or from another version") from None
         problem = _mismatch(model, state)
         if problem and "num_classes" not in kwargs:
             n = _num_classes_of(model, state)
@@ -312,6 +356,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                 raise ValueError("header too large")
             header = json.loads(f.read(n))
             data = f.read()
+        if not isinstance(header, dict):
+            raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
         out = {}
         for key, info in header.items():
             if key == "__metadata__":
@@ -322,7 +368,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             tensor = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             out[key] = tensor.reshape(info["shape"]).clone()
         return out
-    except (struct.error, ValueError, KeyError, TypeError, RuntimeError) as exc:
+    except (struct.error, ValueError, KeyError, TypeError, RuntimeError, AttributeError, RecursionError,
+            OverflowError, IndexError, MemoryError) as exc:
         raise IntrospectError(f"cannot read {path}: corrupt safetensors file ({_first_line(exc)}); check the file") from None
 
 

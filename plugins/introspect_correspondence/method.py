@@ -172,16 +172,17 @@ class CorrespondenceResult:
         from introspect.plugin import OutputDir
         from introspect_correspondence.figure import boxes_figure, pairs_figure
 
+        stems = _file_stems([*self.pairs, *self.random_pairs, *(l for v in self.pairs.values() for l in v)])
         with OutputDir(out) as od:
             od.save_text("table.md", self.table(markdown=True))
             od.save_json("result.json", self.to_dict())
             od.save_npy("input.npy", self.input)
             for part, by_layer in self.pairs.items():
                 for layer, m in by_layer.items():
-                    od.save_npy(f"pairs_{_safe(part)}_{_safe(layer)}.npy", m)
+                    od.save_npy(f"pairs_{stems[part]}_{stems[layer]}.npy", m)
             for part, by_layer in self.random_pairs.items():
                 for layer, m in by_layer.items():
-                    od.save_npy(f"random_{_safe(part)}_{_safe(layer)}.npy", m)
+                    od.save_npy(f"random_{stems[part]}_{stems[layer]}.npy", m)
             od.save_png("boxes.png", boxes_figure(self))
             od.save_png("pairs.png", pairs_figure(self))
         return od.files
@@ -189,6 +190,24 @@ class CorrespondenceResult:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "x"
+
+
+def _file_stems(names) -> dict[str, str]:
+    """A distinct, short file-name stem for each part or layer name: characters unsafe in file names
+    become ``_``; a long name is cut; names that would share a stem (``a/b``, ``a b``, ``a_b``) get a
+    short hash of the original, so no file overwrites another."""
+    import hashlib
+    from collections import Counter
+
+    def digest(name: str) -> str:
+        return hashlib.sha1(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+    stems = {}
+    for name in dict.fromkeys(str(n) for n in names):
+        stem = _safe(name)
+        stems[name] = stem if len(stem) <= 60 else f"{stem[:60]}-{digest(name)}"
+    counts = Counter(stems.values())
+    return {n: f"{s}-{digest(n)}" if counts[s] > 1 else s for n, s in stems.items()}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,7 +47,10 @@ def load_parts(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise IntrospectError(f"parts file {path} does not exist; pass a JSON file mapping part name -> box")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise IntrospectError(f"parts file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
@@ -65,6 +68,8 @@ def load_parts(path: str | os.PathLike) -> dict[str, Any]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise IntrospectError(f"parts file {path} is not valid JSON ({exc}); fix it") from None
+        except RecursionError:
+            raise IntrospectError(f"parts file {path} is nested too deeply to be a parts file; fix it") from None
     if not isinstance(data, Mapping) or not data:
         raise IntrospectError(
             f"parts file {path} must map part names to boxes, e.g. {{\"nose\": [9, 8, 15, 13]}}; "
@@ -102,7 +107,8 @@ def parse_box(spec: Any, where: str) -> tuple[float, float, float, float]:
             )
         spec = [spec[k] for k in BOX_KEYS]
     if not isinstance(spec, (list, tuple)) or len(spec) != 4 or not all(_is_number(v) for v in spec):
-        raise IntrospectError(f"{where}: {spec!r} is not a box; write [y0, x0, y1, x1] (4 numbers, end-exclusive)")
+        raise IntrospectError(f"{where}: {spec!r} is not a box; write [y0, x0, y1, x1] (4 finite numbers, not "
+                              "NaN, infinity or true/false; end-exclusive)")
     return tuple(float(v) for v in spec)
 
 
@@ -171,6 +177,8 @@ def boxes_per_image(parts: Mapping[str, Any], names: Sequence[str]) -> dict[str,
             out[part] = _boxes_by_name(part, spec, names)
         elif isinstance(spec, (list, tuple)) or hasattr(spec, "tolist"):
             items = list(spec.tolist() if hasattr(spec, "tolist") else spec)
+            if len(items) == 4 and not any(isinstance(v, (list, tuple, Mapping)) for v in items):
+                parse_box(items, f"part {part!r}")  # 4 values that are not all finite numbers: say so
             if len(items) != n:
                 raise IntrospectError(
                     f"part {part!r} has {len(items)} boxes for {n} images; give one box per image, "
