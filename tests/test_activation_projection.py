@@ -106,3 +106,37 @@ def test_cli_says_which_rules_are_choices(tmp_path):
     result = runner.invoke(build_cli(), [*args, "--activation-rule", "swish=gradient", "--out", str(tmp_path / "c")])
     assert result.exit_code != 0 and "TYPE=RULE" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_top_k_records_the_rules_of_its_projections():
+    model = rectifier_chain()
+    data = torch.randn(5, 3, 40, 40)  # a tensor data set, N x C x H x W
+    fast = introspect.top_k(model, data, "11", k=2, channels=[0, 3])
+    slow = introspect.top_k(model, data, "11", k=2, channels=[0, 3], method="autograd")
+    assert fast.method == "chain" and slow.method == "autograd"
+    torch.testing.assert_close(fast.projections, slow.projections, rtol=1e-4, atol=1e-5)
+    expected = dict.fromkeys(["LeakyReLU", "PReLU", "ReLU6", "RReLU", "SiLU"], "deconvnet")
+    assert fast.activation_rules == slow.activation_rules == expected
+    assert fast.to_dict()["activation_rules"] == expected
+
+
+def test_top_command_says_which_rules_are_choices(tmp_path):
+    from introspect.models import save_checkpoint
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(num_classes=3)
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, arch="mobilenet_v3_small", arch_kwargs={"num_classes": 3},
+                           input_size=(3, 64, 64))
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    result = CliRunner().invoke(build_cli(), ["top", str(ckpt), str(data), "--layer", "features.1", "--k", "1",
+                                              "--channels", "0-1", "--out", str(tmp_path / "out")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "is a choice" in line]
+    assert len(lines) == 1 and "Hardswish" in lines[0] and "Hardsigmoid gate" in lines[0]
+    doc = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert doc["activation_rules"] == {"Hardswish": "deconvnet", "ReLU": "deconvnet", "Hardsigmoid gate": "fixed"}

@@ -227,5 +227,10 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
                 bars.close()
         if not lead:
             return None
+        from introspect.plugin import choice_note
+
+        message = choice_note(result.activation_rules)
+        if message:
+            note(message)
         note(f"writing {len(result.channels)} figures to {out}")
         return result, result.save(od)

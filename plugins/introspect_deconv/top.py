@@ -13,7 +13,7 @@ On several processes (``torchrun``; :mod:`introspect_deconv.distributed`) each r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -103,6 +103,8 @@ class TopK:
             (only for the indices that won), when the data set has ``paths``.
         method (str | None): the projection path, ``"chain"`` or ``"autograd"``.
         mean, std (tuple): the input normalization, to show patches.
+        activation_rules (dict[str, str]): the rule each activation type on the way down got (see
+            :class:`introspect_deconv.project.Projection`); empty when not projected.
     """
 
     layer: str
@@ -123,6 +125,7 @@ class TopK:
     method: str | None = None
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
+    activation_rules: dict = dc_field(default_factory=dict)
 
     def frame_box(self, j: int, r: int) -> list[int]:
         """The receptive box of entry ``(j, r)`` in the coordinates of its stored window."""
@@ -153,7 +156,7 @@ class TopK:
                                                            else None, *self.image_hw],
             "field": {"size": list(self.field.size), "stride": list(self.field.jump),
                       "lo": list(self.field.lo), "global": self.field.is_global},
-            "projection_method": self.method,
+            "projection_method": self.method, "activation_rules": dict(self.activation_rules),
             "arrays": {"top.npy": "projections (maps, k, C, fh, fw) float32, window at window_origin",
                        "input.npy": "preprocessed input in the same windows, zero outside the image"},
             "array_shape": shape, "one_entry_per_image": True, "maps": maps,
@@ -451,6 +454,7 @@ def _project_winners(model, dataset, result: TopK, frame: Frame, shape, batch_si
         x = torch.stack([_item(dataset, n) for n in group]).to(device)
         net = Deconvnet(model, x, result.layer, method)
         result.method = net.method
+        result.activation_rules.update(net.activation_rules)
         if net.method == "autograd" and len(group) > 1:
             # each batched backward pass runs over the whole batch, but an image wins only some
             # maps: one image per forward pass keeps every backward pass fully used
