@@ -79,8 +79,53 @@ class IntrospectGroup(click.Group):
 # --------------------------------------------------------------------------------------------------
 # shared options and helpers for commands (plugins use these)
 # --------------------------------------------------------------------------------------------------
+_MODEL_KEY = "introspect.model"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    """Keep ``--weights`` / ``--arch-arg`` in the context for :func:`open_model` (commands need no
+    parameters for them)."""
+    if param.name == "arch_args":
+        value = parse_arch_args(value)
+    ctx.meta.setdefault(_MODEL_KEY, {})[param.name] = value
+    return value
+
+
+def parse_arch_args(pairs) -> dict:
+    """``("aux_logits=true", "num_classes=10")`` -> ``{"aux_logits": True, "num_classes": 10}`` (values
+    read as JSON, else kept as text)."""
+    import json as _json
+
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--arch-arg")
+        try:
+            out[key.strip()] = _json.loads(value)
+        except _json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def model_settings() -> dict:
+    """``{"weights": NAME | None, "arch_args": dict}`` given to the running command."""
+    ctx = click.get_current_context(silent=True)
+    found = dict(ctx.meta.get(_MODEL_KEY, {})) if ctx is not None else {}
+    return {"weights": found.get("weights"), "arch_args": dict(found.get("arch_args") or {})}
+
+
 def model_options(f):
-    """``--arch``, ``--device``, ``--trust-pickle`` (passed as ``arch``, ``device``, ``trust_pickle``)."""
+    """``--arch``, ``--weights``, ``--arch-arg``, ``--device``, ``--trust-pickle`` (passed as ``arch``,
+    ``device``, ``trust_pickle``; ``--weights`` and ``--arch-arg`` reach :func:`open_model` through the
+    context, see :func:`model_settings`)."""
+    f = click.option("--arch-arg", "arch_args", multiple=True, metavar="KEY=VALUE", expose_value=False,
+                     callback=_remember,
+                     help="Builder argument of --arch, value as JSON (repeatable), e.g. --arch-arg aux_logits=true.")(f)
+    f = click.option("--weights", default=None, metavar="NAME", expose_value=False, callback=_remember,
+                     help="Pretrained weights of --arch: DEFAULT, a name such as IMAGENET1K_V2, or the full "
+                          "ResNet50_Weights.IMAGENET1K_V2 (see `introspect models`). Class names and preprocessing "
+                          "come with them; the positional arguments are then images.")(f)
     f = click.option("--trust-pickle", is_flag=True,
                      help="Allow loading a pickled whole model; unpickling runs code, so only for files you trust.")(f)
     f = click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
@@ -119,15 +164,45 @@ def note(message: str) -> None:
 
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+_MODEL_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".pkl", ".tar"}
+
+
+def model_and_inputs(model_path, inputs=()):
+    """Split a command's positional arguments: with ``--weights`` there is no model file, so MODEL is
+    the first input (image, folder); a model file given with ``--weights`` is one line (they conflict).
+
+    Returns:
+        tuple: ``(model_path or None, [inputs...])``.
+    """
+    inputs = [p for p in inputs if p is not None]
+    weights = model_settings()["weights"]
+    if weights is None or model_path is None:
+        return model_path, inputs
+    if Path(model_path).suffix.lower() in _MODEL_SUFFIXES:
+        raise IntrospectError(f"--weights {weights} and the model file {model_path} conflict: with --weights the "
+                              "arguments are images; drop the model file or --weights")
+    return None, [Path(model_path), *inputs]
 
 
 def open_model(model_path, arch, device, trust_pickle, *, diverged_ok: bool = False) -> torch.nn.Module:
-    """Load MODEL for a command; without MODEL and --arch, the bundled trained ZFNet (and say so).
+    """Load MODEL for a command; without MODEL and --arch, the bundled trained ZFNet (and say so). With
+    ``--weights``, ``--arch`` built with those pretrained weights (``--arch-arg`` builder arguments).
     A model with NaN or infinite weights is refused in one line unless ``diverged_ok`` (listing
     layers needs no numbers)."""
     from introspect.models import load_model
     from introspect.models.load import bundled_checkpoint
 
+    settings = model_settings()
+    weights, arch_args = settings["weights"], settings["arch_args"]
+    if weights is not None:
+        if model_path is not None:
+            model_and_inputs(model_path)  # a model file: the conflict line
+            raise IntrospectError(f"--weights {weights} and MODEL {model_path} conflict; give one or the other")
+        if arch is None:
+            raise IntrospectError(f"--weights {weights} needs --arch NAME (`introspect models` lists each "
+                                  "architecture's weights)")
+        note(f"using {arch} with pretrained weights {weights}")
+        return load_model(None, arch, device=device, weights=weights, arch_kwargs=arch_args)
     if model_path is not None and Path(model_path).suffix.lower() in _IMAGE_SUFFIXES:
         raise IntrospectError(
             f"MODEL {model_path} looks like an image; give the model file first (introspect COMMAND MODEL IMAGE), "
@@ -139,7 +214,7 @@ def open_model(model_path, arch, device, trust_pickle, *, diverged_ok: bool = Fa
         note(f"no MODEL given: using architecture {arch!r} with random weights")
     from introspect.core.device import refuse_diverged
 
-    net = load_model(model_path, arch, device=device, trust_pickle=trust_pickle)
+    net = load_model(model_path, arch, device=device, trust_pickle=trust_pickle, arch_kwargs=arch_args)
     if diverged_ok:
         return net
     refuse_diverged(net)  # NaN/inf weights: every number a command would print is NaN
@@ -263,13 +338,23 @@ def plugins_command(as_json):
 @click.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def models_command(as_json):
-    """List the registered architectures (usable with --arch)."""
+    """List the registered architectures (usable with --arch) and, for each, its pretrained weights
+    (usable with --weights) with their ImageNet top-1 accuracy and number of parameters."""
     from introspect.models import architectures
+    from introspect.models.weights import list_weights
 
     archs = architectures()
-    rows = [{"name": a.name, "description": a.description, "input_size": list(a.input_size), "plugin": a.plugin}
+    rows = [{"name": a.name, "description": a.description, "input_size": list(a.input_size), "plugin": a.plugin,
+             "weights": list_weights(a.name) if a.plugin == "builtin_models" else []}
             for a in archs.values()]
-    emit(rows, as_json, "\n".join(f"{r['name']:<28} {r['description']}" for r in rows))
+    lines = []
+    for r in rows:
+        lines.append(f"{r['name']:<28} {r['description']}")
+        for w in r["weights"]:
+            acc = f"top-1 {w['acc@1']:.2f}%" if w["acc@1"] is not None else "top-1 -"
+            params = f"{w['num_params'] / 1e6:.1f}M params" if w["num_params"] else ""
+            lines.append(f"    --weights {w['name']:<24} {acc:<14} {params}{'  (DEFAULT)' if w['default'] else ''}")
+    emit(rows, as_json, "\n".join(lines))
 
 
 @click.command("layers")
@@ -284,6 +369,7 @@ def layers_command(model, arch, device, trust_pickle, as_json):
     from introspect.core.layers import layer_table
     from introspect.models import meta_of
 
+    model, _ = model_and_inputs(model)
     net = open_model(model, arch, device, trust_pickle, diverged_ok=True)
     rows = layer_table(net, meta_of(net).input_size)
     if as_json:

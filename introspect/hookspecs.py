@@ -48,18 +48,43 @@ def register_architectures(register):
 
 
 @hookspec(firstresult=True)
-def load_model_file(path, arch, trust_pickle):
+def load_model_file(path, arch, trust_pickle, arch_kwargs):
     """Read a model file of a format this plugin knows.
 
     :param path: ``pathlib.Path`` of an existing, non-empty file.
     :param arch: the ``--arch`` name given by the user, or None.
     :param trust_pickle: True only when the user allowed unpickling (``--trust-pickle``).
+    :param arch_kwargs: builder arguments given by the user (``--arch-arg KEY=VALUE``), a dict.
     :return: ``(nn.Module, ModelMeta | None)`` or an ``nn.Module`` if this plugin read the file,
         ``None`` to let the next plugin try. The first non-None result wins; the built-in reader runs
         last.
     """
 
 
+@hookspec(firstresult=True)
+def find_architecture(name):
+    """Find an architecture that is not registered by name, such as a whole family (``timm/<model>``).
+
+    :param name: the ``--arch`` name, not among the registered architectures.
+    :return: an :class:`introspect.models.ArchSpec` if this plugin knows ``name``; ``None`` to let
+        the next plugin try. Raise :class:`IntrospectError` for a name in this plugin's family that
+        does not exist (with the closest names).
+    """
+
+
+@hookspec(firstresult=True)
+def load_pretrained(arch, weights, arch_kwargs):
+    """Build architecture ``arch`` with its pretrained weights called ``weights`` (``--weights``).
+
+    :param arch: the architecture name (``resnet50``, ``timm/resnet18``).
+    :param weights: the weights name as the user gave it (``DEFAULT``, ``IMAGENET1K_V2``...).
+    :param arch_kwargs: extra builder arguments (``--arch-arg``), a dict.
+    :return: ``(nn.Module, ModelMeta)`` with the class names and preprocessing of the weights, or
+        ``None`` when ``arch`` is not this plugin's. The built-in torchvision loader runs last.
+    """
+
+
 __all__ = [
-    "hookspec", "hookimpl", "register_methods", "register_commands", "register_architectures", "load_model_file"
+    "hookspec", "hookimpl", "register_methods", "register_commands", "register_architectures", "load_model_file",
+    "find_architecture", "load_pretrained",
 ]

@@ -316,6 +316,11 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
 
 
+#: torchvision's interpolation names -> PIL filters (as ``torchvision.transforms.functional`` maps them).
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+             "nearest-exact": Image.NEAREST, "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize the shorter side, center-crop, scale to ``[0, 1]`` and normalize per channel.
@@ -329,6 +334,9 @@ class Preprocess:
         std (tuple[float, ...]): per-channel standard deviation, ``C`` positive values.
         resize (int | None): the shorter side is resized to this before the crop. Default ``None``:
             ``max(H, W)`` (that is ``H`` for square inputs: resize to 224, crop 224).
+        interpolation (str): the resize filter as torchvision names it: ``"bilinear"`` (default),
+            ``"bicubic"``, ``"nearest"``, ``"lanczos"``, ``"box"``, ``"hamming"``. With a pretrained
+            model's values this equals its ``weights.transforms()`` on a PIL image.
 
     Example:
         >>> pre = Preprocess((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD)
@@ -340,6 +348,7 @@ class Preprocess:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     resize: int | None = None
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         size, mean, std = tuple(self.input_size), tuple(self.mean), tuple(self.std)
@@ -359,6 +368,9 @@ class Preprocess:
             raise IntrospectError(
                 f"resize must be a positive integer or None, got {self.resize!r}; e.g. 256"
             )
+        if str(self.interpolation).lower() not in _RESAMPLE:
+            raise IntrospectError(f"unknown interpolation {self.interpolation!r}; use one of {', '.join(_RESAMPLE)}")
+        object.__setattr__(self, "interpolation", str(self.interpolation).lower())
         object.__setattr__(self, "input_size", tuple(int(v) for v in size))
         object.__setattr__(self, "mean", tuple(float(v) for v in mean))
         object.__setattr__(self, "std", tuple(float(v) for v in std))
@@ -398,7 +410,7 @@ class Preprocess:
         gray = len(size) == 3 and size[0] == 1
         mean = get("mean") or (GRAY_MEAN if gray else IMAGENET_MEAN)
         std = get("std") or (GRAY_STD if gray else IMAGENET_STD)
-        return cls(size, tuple(mean), tuple(std), get("resize"))
+        return cls(size, tuple(mean), tuple(std), get("resize"), get("interpolation") or "bilinear")
 
     def geometry(self, image_size: tuple[int, int]) -> Geometry:
         """The resize-and-crop mapping for an image of ``image_size = (width, height)`` (PIL order).
@@ -431,7 +443,7 @@ class Preprocess:
         if self.grayscale:
             img = img.convert("L")
         geo = self.geometry(img.size)
-        img = img.resize(geo.resized_size, Image.BILINEAR)
+        img = img.resize(geo.resized_size, _RESAMPLE[self.interpolation])
         (top, left), (height, width) = geo.offset, geo.input_hw
         img = img.crop((left, top, left + width, top + height))
         x = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))

@@ -28,7 +28,9 @@ Groups (see ``__all__``):
   ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
 * **results and progress**: ``Result``, ``Progress``, ``report_progress``, ``counted``, ``output_folder``,
   ``written``;
-* **command line**: ``model_options``, ``output_options``, ``open_model``, ``open_images``,
+* **classes**: ``resolve_target``, ``resolve_targets`` (``--target`` by index or name, one resolver);
+* **command line**: ``model_options`` (``--arch``, ``--weights``, ``--arch-arg``...), ``model_and_inputs``,
+  ``model_settings``, ``parse_arch_args``, ``output_options``, ``open_model``, ``open_images``,
   ``bundled_image_dir``, ``emit``, ``emit_result``, ``note``, ``PhaseBars``;
 * **pictures and output files**: ``OutputDir``, ``save_png``, ``jsonable``, ``csv_text``,
   ``check_run_folder``, ``is_output_folder``, ``read_manifest``, ``grid``,
@@ -71,7 +73,8 @@ _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT
 _add("introspect.images", "Preprocess", "ImageFolderDataset", "read_image", "IMAGE_EXTENSIONS")
 _add("introspect.occluders", "FILLS", "fill_image")
 _add("introspect.cli", "model_options", "output_options", "open_model", "open_images", "bundled_image_dir", "emit",
-     "note", "PhaseBars", "emit_result")
+     "note", "PhaseBars", "emit_result", "model_and_inputs", "model_settings", "parse_arch_args")
+_add("introspect.core.targets", "resolve_target", "resolve_targets")
 _add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text", "check_run_folder", "is_output_folder",
      "read_manifest")
 _add("introspect.render", "grid", "to_uint8", "colormap", "heatmap_overlay", "with_colorbar", "draw_boxes")
@@ -96,8 +99,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from introspect.cli import (PhaseBars, bundled_image_dir, emit, emit_result, model_options, note, open_images,
-                                open_model, output_options)
+    from introspect.cli import (PhaseBars, bundled_image_dir, emit, emit_result, model_and_inputs, model_options,
+                                model_settings, note, open_images, open_model, output_options, parse_arch_args)
+    from introspect.core.targets import resolve_target, resolve_targets
     from introspect.core.attach import attach, eval_mode
     from introspect.core.deconvnet import METHODS as PROJECTION_METHODS
     from introspect.core.deconvnet import MODES as PROJECTION_MODES

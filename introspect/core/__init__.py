@@ -10,6 +10,7 @@ from introspect.core.layers import (
     layer_names,
 )
 from introspect.core.rules import RULES, Rule, apply_rule
+from introspect.core.targets import resolve_target, resolve_targets
 
 __all__ = [
     "Recorder",
@@ -24,4 +25,6 @@ __all__ = [
     "RULES",
     "Rule",
     "apply_rule",
+    "resolve_target",
+    "resolve_targets",
 ]

@@ -79,12 +79,49 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def last_conv_layer(model: nn.Module) -> str:
-    """The name of the last convolutional layer (the default layer of the analyses)."""
+def executed_conv_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[str] | None:
+    """Names of the ``nn.Conv2d`` layers that run in the eval-mode forward pass, in the order they run.
+
+    A module can be defined and never run in eval mode: GoogLeNet's and Inception v3's auxiliary
+    classifiers come last by registration but only run in training. One forward pass of ``x[:1]`` (or
+    zeros of the model's input size) under ``torch.no_grad()`` with a forward hook on each convolution
+    tells; the hooks are removed and the training flags restored afterwards.
+
+    Returns:
+        list[str] | None: the names in execution order (each once), or None when the forward pass
+        fails on that input (the caller falls back to definition order).
+    """
+    from introspect.core.attach import eval_mode
+
+    convs = {m: name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if x is None:
+        from introspect.models import meta_of
+
+        param = next(model.parameters(), None)
+        x = torch.zeros(1, *meta_of(model).input_size, device=param.device if param is not None else "cpu",
+                        dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
+    ran: dict[str, None] = {}
+    handles = [m.register_forward_hook(lambda mod, inp, out: ran.setdefault(convs[mod])) for m in convs]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x[:1])
+    except Exception:  # an input the model does not take: no trace
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return list(ran)
+
+
+def last_conv_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
+    """The name of the last convolutional layer that runs in the eval-mode forward pass (the default
+    layer of the analyses); definition order when no forward pass is possible on ``x`` (or zeros of the
+    model's input size)."""
     convs = conv_layers(model)
     if not convs:
         raise IntrospectError("the model has no Conv2d layer; pass --layer to choose one")
-    return convs[-1]
+    ran = executed_conv_layers(model, x)
+    return ran[-1] if ran else convs[-1]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ class ModelMeta:
         mean, std (tuple[float, ...]): input normalization per channel.
         aliases (dict[str, str]): extra layer aliases (alias -> module name).
         source (str | None): where the model came from (a path, ``"bundled"``, ``"random"``).
+        resize (int | None): the shorter image side is resized to this before the center crop
+            (None: the crop size).
+        interpolation (str): the resize filter, ``"bilinear"`` or ``"bicubic"`` (``"nearest"``...).
+        weights (str | None): the pretrained weights' full name (``"ResNet50_Weights.IMAGENET1K_V2"``,
+            ``"timm/resnet18.a1_in1k"``) when the model was built from named weights.
     """
 
     arch: str | None = None
@@ -40,6 +45,9 @@ class ModelMeta:
     std: tuple[float, ...] = IMAGENET_STD
     aliases: dict[str, str] = field(default_factory=dict)
     source: str | None = None
+    resize: int | None = None
+    interpolation: str = "bilinear"
+    weights: str | None = None
 
     def class_name(self, index: int) -> str:
         """The name of class ``index``, or its number as text when the model has no names."""
@@ -75,9 +83,15 @@ def architectures() -> dict[str, ArchSpec]:
 
 
 def get_arch(name: str) -> ArchSpec:
-    """The registered architecture ``name``; an unknown name gets the closest suggestions."""
+    """The registered architecture ``name`` (or one a plugin finds by name, such as ``timm/<model>``);
+    an unknown name gets the closest suggestions."""
     archs = architectures()
     if name not in archs:
+        from introspect.manager import get_plugin_manager
+
+        found = get_plugin_manager().hook.find_architecture(name=name)
+        if found is not None:
+            return found
         raise IntrospectError(
             f"unknown architecture {name!r}{closest(name, archs)}; run `introspect models` to list them"
         )

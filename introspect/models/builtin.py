@@ -34,7 +34,14 @@ def register_architectures(register):
 
 
 @hookimpl(trylast=True)
-def load_model_file(path, arch, trust_pickle):
+def load_model_file(path, arch, trust_pickle, arch_kwargs):
     from introspect.models.load import read_model_file
 
-    return read_model_file(path, arch=arch, trust_pickle=trust_pickle)
+    return read_model_file(path, arch=arch, trust_pickle=trust_pickle, arch_kwargs=arch_kwargs)
+
+
+@hookimpl(trylast=True)
+def load_pretrained(arch, weights, arch_kwargs):
+    from introspect.models.weights import build_pretrained
+
+    return build_pretrained(arch, weights, arch_kwargs)

@@ -6,7 +6,8 @@ An **introspect checkpoint** is a ``torch.save`` of a plain dict, so it loads wi
     {"format": "introspect-checkpoint", "version": 1,
      "arch": "zfnet", "arch_kwargs": {"num_classes": 10, ...},
      "state_dict": {...}, "classes": [...], "input_size": [C, H, W],
-     "mean": [...], "std": [...], "aliases": {...}, "extra": {...}}
+     "mean": [...], "std": [...], "aliases": {...}, "resize": 232, "interpolation": "bilinear",
+     "weights": "ResNet50_Weights.IMAGENET1K_V2", "extra": {...}}
 
 A plain state dict (``.pt``/``.pth``) or a ``.safetensors`` file needs ``arch``. A pickled whole
 module is loaded only with ``trust_pickle=True``: unpickling runs whatever code the file carries.
@@ -29,6 +30,9 @@ from introspect.errors import IntrospectError
 FORMAT = "introspect-checkpoint"
 VERSION = 1
 _ALTERNATIVES = {"alexnet": ["alexnet_torchvision"]}
+#: Top-level modules of auxiliary classifiers (torchvision's GoogLeNet and Inception v3), which only
+#: run in training mode; a state dict holding them is built with ``aux_logits=True``.
+_AUX_HEADS = {"aux1", "aux2", "AuxLogits"}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -67,8 +71,9 @@ def load_model(
     device: str | torch.device = "cpu",
     trust_pickle: bool = False,
     arch_kwargs: dict | None = None,
+    weights: str | None = None,
 ) -> nn.Module:
-    """Load a model file (or build an architecture) as an ``nn.Module`` in eval mode.
+    """Load a model file (or build an architecture, random or pretrained) as an ``nn.Module`` in eval mode.
 
     Args:
         path (str | Path | None): an introspect checkpoint, a state dict (``.pt``/``.pth``), a
@@ -79,7 +84,13 @@ def load_model(
             dicts and safetensors, optional for checkpoints (checked against the file's own).
         device (str | torch.device): ``"cpu"``, ``"cuda"``, ``"auto"``.
         trust_pickle (bool): allow unpickling a whole module; only for files you trust.
-        arch_kwargs (dict | None): builder arguments when building from ``arch`` alone.
+        arch_kwargs (dict | None): builder arguments when building from ``arch`` (also for state
+            dicts, e.g. ``{"aux_logits": True}``).
+        weights (str | None): pretrained weights of ``arch`` by name: ``"DEFAULT"``, a member name
+            (``"IMAGENET1K_V2"``) or the full enum name (``"ResNet50_Weights.IMAGENET1K_V2"``); for
+            ``timm/<model>`` architectures a timm pretrained tag. The weights' class names and
+            preprocessing come with them. Read from torchvision's cache
+            (``$TORCH_HOME/hub/checkpoints``), downloaded when absent. Conflicts with ``path``.
 
     Returns:
         nn.Module: in eval mode on ``device``, with ``model.introspect_meta`` (a :class:`ModelMeta`).
@@ -88,10 +99,28 @@ def load_model(
         >>> model = load_model("zfnet.pt", device="cpu")
         >>> model.introspect_meta.classes[:3]
         ['T-shirt/top', 'Trouser', 'Pullover']
+        >>> model = load_model(arch="resnet50", weights="IMAGENET1K_V2")
+        >>> model.introspect_meta.classes[281]
+        'tabby'
     """
     from introspect.models import ModelMeta, get_arch
 
     dev = resolve_device(device)
+    if weights is not None:
+        if path is not None:
+            raise IntrospectError(f"--weights {weights} and the model file {path} conflict: --weights builds "
+                                  "the architecture with its pretrained weights; give one or the other")
+        if arch is None:
+            raise IntrospectError(f"--weights {weights} needs --arch NAME (see `introspect models` for the weights "
+                                  "of each architecture)")
+        from introspect.manager import get_plugin_manager
+
+        get_arch(arch)  # an unknown name: the closest names
+        model, meta = get_plugin_manager().hook.load_pretrained(arch=arch, weights=str(weights),
+                                                                arch_kwargs=dict(arch_kwargs or {}))
+        model.eval()
+        model.introspect_meta = meta
+        return model.to(dev)
     if path is None and arch is None:
         path = bundled_checkpoint()
         if not path.exists():
@@ -111,7 +140,8 @@ def load_model(
             raise IntrospectError(f"model file {path} is empty; re-save or re-download it")
         from introspect.manager import get_plugin_manager
 
-        result = get_plugin_manager().hook.load_model_file(path=path, arch=arch, trust_pickle=trust_pickle)
+        result = get_plugin_manager().hook.load_model_file(path=path, arch=arch, trust_pickle=trust_pickle,
+                                                           arch_kwargs=dict(arch_kwargs or {}))
         if result is None:
             raise IntrospectError(f"no plugin can read model file {path}; check its format")
         model, meta = result if isinstance(result, tuple) else (result, None)
@@ -126,8 +156,9 @@ def load_model(
 # --------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------
-def read_model_file(path: Path, *, arch: str | None, trust_pickle: bool):
-    """Read ``path`` in any built-in format; returns ``(model, ModelMeta)``."""
+def read_model_file(path: Path, *, arch: str | None, trust_pickle: bool, arch_kwargs: dict | None = None):
+    """Read ``path`` in any built-in format; returns ``(model, ModelMeta)``. ``arch_kwargs`` are builder
+    arguments for a plain state dict (auxiliary heads are detected without them)."""
     from introspect.models import ModelMeta, get_arch
 
     if path.suffix.lower() == ".safetensors":
@@ -146,10 +177,12 @@ def read_model_file(path: Path, *, arch: str | None, trust_pickle: bool):
         )
     if arch is None:
         raise IntrospectError(f"{path} is a plain state dict without an architecture; pass --arch NAME (see `introspect models`)")
+    kwargs = dict(arch_kwargs or {})
     spec = get_arch(arch)
-    model, used = _build_matching(arch, state, {})
+    model, used = _build_matching(arch, state, kwargs)
     spec = get_arch(used)
-    return model, ModelMeta(arch=used, input_size=spec.input_size, mean=spec.mean, std=spec.std, source=str(path))
+    return model, ModelMeta(arch=used, arch_kwargs=kwargs, input_size=spec.input_size, mean=spec.mean, std=spec.std,
+                            source=str(path))
 
 
 def _torch_load(path: Path, trust_pickle: bool):
@@ -274,6 +307,9 @@ def _from_checkpoint(path: Path, ckpt: dict, arch: str | None):
         std=tuple(ckpt.get("std") or spec.std),
         aliases=dict(ckpt.get("aliases") or {}),
         source=str(path),
+        resize=ckpt.get("resize"),
+        interpolation=ckpt.get("interpolation") or "bilinear",
+        weights=ckpt.get("weights"),
     )
     return model, meta
 
@@ -313,6 +349,8 @@ def _build_matching(arch: str, state: dict, kwargs: dict):
     from introspect.models import get_arch
 
     first_error = None
+    if "aux_logits" not in kwargs and any(k.split(".")[0] in _AUX_HEADS for k in state):
+        kwargs["aux_logits"] = True  # GoogLeNet / Inception v3 saved with their auxiliary classifiers
     for name in [arch] + _ALTERNATIVES.get(arch, []):
         spec = get_arch(name)
         try:
@@ -376,9 +414,27 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------------
-def checkpoint_dict(model: nn.Module, *, arch: str, arch_kwargs: dict | None = None, classes=None,
+def checkpoint_dict(model: nn.Module, *, arch: str | None = None, arch_kwargs: dict | None = None, classes=None,
                     input_size=None, mean=None, std=None, aliases=None, extra: dict | None = None) -> dict:
-    """The introspect checkpoint of ``model`` as a plain dict (see the module docstring)."""
+    """The introspect checkpoint of ``model`` as a plain dict (see the module docstring). Values not
+    given come from the model's :class:`ModelMeta` when it has one (a loaded or pretrained model)."""
+    from introspect.models import ModelMeta
+
+    meta = getattr(model, "introspect_meta", None)
+    if isinstance(meta, ModelMeta):
+        arch = arch or meta.arch
+        arch_kwargs = meta.arch_kwargs if arch_kwargs is None else arch_kwargs
+        classes = meta.classes if classes is None else classes
+        input_size = meta.input_size if input_size is None else input_size
+        mean = meta.mean if mean is None else mean
+        std = meta.std if std is None else std
+        aliases = meta.aliases if aliases is None else aliases
+        own = {"resize": meta.resize, "interpolation": meta.interpolation, "weights": meta.weights}
+    else:
+        own = {"resize": None, "interpolation": "bilinear", "weights": None}
+    if not arch:
+        raise IntrospectError("save_checkpoint needs arch= (the registered architecture name) for a model "
+                              "that was not loaded by introspect")
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -390,11 +446,12 @@ def checkpoint_dict(model: nn.Module, *, arch: str, arch_kwargs: dict | None = N
         "mean": list(mean) if mean is not None else None,
         "std": list(std) if std is not None else None,
         "aliases": dict(aliases or {}),
+        **own,
         "extra": dict(extra or {}),
     }
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, arch_kwargs: dict | None = None,
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str | None = None, arch_kwargs: dict | None = None,
                     classes=None, input_size=None, mean=None, std=None, aliases=None,
                     extra: dict | None = None) -> Path:
     """Write an introspect checkpoint that loads with ``torch.load(weights_only=True)``.
@@ -402,7 +459,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, arc
     Args:
         path: where to write (atomically: a temporary file is renamed into place).
         model (nn.Module): the model whose ``state_dict()`` is saved.
-        arch (str): its registered architecture name; ``arch_kwargs`` its builder's arguments.
+        arch (str): its registered architecture name; ``arch_kwargs`` its builder's arguments. Both,
+            and the class names, preprocessing and weights name, default to the model's own
+            ``introspect_meta`` (a model from :func:`load_model`, pretrained ones included).
         classes (list[str]): class names; ``input_size`` ``(C, H, W)``; ``mean``/``std`` per channel.
         extra (dict): anything else made of tensors, numbers, strings, lists and dicts (optimizer
             state, epoch, metrics).

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import FILLS, PhaseBars, emit, model_options, note, open_model, output_options
+from introspect.plugin import FILLS, PhaseBars, emit, model_and_inputs, model_options, note, open_model, output_options
 
 
 @click.command("correspondence")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path), metavar="IMAGES...")
 @click.option("--parts", "parts_file", required=True, type=click.Path(path_type=Path),
               help="JSON (or YAML, with PyYAML) file: part name -> [y0, x0, y1, x1] for all images, a list "
                    "of boxes (one per IMAGE, in order) or {image file name: box}; end-exclusive boxes in "
@@ -51,6 +51,9 @@ def correspondence_command(model, images, parts_file, layers, random_trials, fil
     """
     from introspect_correspondence.method import correspondence
 
+    model, images = model_and_inputs(model, images)
+    if not images:
+        raise click.UsageError("Missing argument 'IMAGES...'.")
     net = open_model(model, arch, device, trust_pickle)
     with PhaseBars() as bars:
         result = correspondence(net, list(images), parts_file, list(layers) or None, random_trials=random_trials,

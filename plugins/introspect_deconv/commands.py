@@ -7,7 +7,7 @@ import click
 
 from introspect.plugin import PROJECTION_METHODS as METHODS
 from introspect.plugin import PROJECTION_MODES as MODES
-from introspect.plugin import IntrospectError, PhaseBars, emit, model_options, note, open_images, open_model, output_options
+from introspect.plugin import IntrospectError, PhaseBars, emit, model_and_inputs, model_options, note, open_images, open_model, output_options
 from introspect_deconv.distributed import DEFAULT_TIMEOUT
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -97,6 +97,7 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, acti
 
     rule = parse_activation_rules("deconvnet", activation_rules)
 
+    model, images = model_and_inputs(model, images)
     if arch is not None and model is not None and model.suffix.lower() in _IMAGE_SUFFIXES:
         model, images = None, (model, *images)  # `deconv --arch vgg11 cat.jpg`: no model file
     net = open_model(model, arch, device, trust_pickle)
@@ -136,7 +137,7 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, acti
 
 @click.command("top")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.argument("data_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--layer", default=None, metavar="NAME",
               help="Layer to mine, by name or alias (conv5). Default: the last convolutional layer.")
 @click.option("--k", "k", type=click.IntRange(min=1), default=9, show_default=True,
@@ -178,6 +179,10 @@ def top_command(model, data_dir, layer, k, channels, batch_size, workers, limit,
     """
     from introspect_deconv.distributed import process_group
 
+    model, rest = model_and_inputs(model, [data_dir])
+    if len(rest) != 1:
+        raise click.UsageError("Missing argument 'DATA_DIR'." if not rest else "top takes one DATA_DIR")
+    data_dir = rest[0]
     options = dict(k=k, batch_size=batch_size, workers=workers, method=method, limit=limit)
     with process_group(device, timeout) as group:
         lead = group is None or group.rank == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from introspect.plugin import (
-    FILLS, IntrospectError, PhaseBars, bundled_image_dir, emit_result, model_options, note, open_images, open_model,
+    FILLS, IntrospectError, PhaseBars, bundled_image_dir, emit_result, model_and_inputs, model_options, note, open_images, open_model,
     output_options
 )
 
@@ -119,7 +119,7 @@ def invariance_command(model, images, transform, values, span, layers, targets, 
 
     check_transform(transform)
     parsed = parse_values(values, span)
-    model, paths = _inputs(model, images)
+    model, paths = _inputs(*model_and_inputs(model, images))
     net = open_model(model, arch, device, trust_pickle)
     given = list(targets) or None
     if not paths:

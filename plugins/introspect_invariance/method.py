@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from introspect.plugin import (
-    FILLS, IntrospectError, ModelMeta, Progress, alias_of, attach, closest, conv_layers, eval_mode, meta_of,
-    report_progress, resolve_layer
+    FILLS, IntrospectError, ModelMeta, Progress, alias_of, attach, conv_layers, eval_mode, meta_of,
+    report_progress, resolve_layer, resolve_target
 )
 
 from introspect_invariance.transforms import (IDENTITY, UNITS, check_transform, default_values, is_identity,
@@ -256,26 +256,8 @@ def default_layers(model: nn.Module) -> list[str]:
 
 
 def _class_index(target, classes: list[str] | None, num_classes: int) -> int:
-    """A class index from an index, a digit string or a class name (case-insensitive)."""
-    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        target = int(target)  # numpy integers too
-    if isinstance(target, bool) or not isinstance(target, (int, str)):
-        raise IntrospectError(f"target {target!r} is not a class; give a class index or name")
-    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
-        target = int(target)
-    if isinstance(target, int):
-        if 0 <= target < num_classes:
-            return target
-        raise IntrospectError(f"target class {target} is out of range; the model has {num_classes} classes "
-                              f"(0..{num_classes - 1})")
-    names = [str(c).lower() for c in classes or []]
-    if target.lower() in names:
-        return names.index(target.lower())
-    if not names:
-        raise IntrospectError(f"target {target!r}: the model has no class names; give a class index "
-                              f"(0..{num_classes - 1})")
-    raise IntrospectError(f"unknown target class {target!r}{closest(target, list(classes))}; "
-                          "give a class index or one of the model's class names")
+    """A class index from an index, a digit string or a class name (the shared resolver)."""
+    return resolve_target(target, classes, num_classes)
 
 
 def image_targets(targets, count: int, classes: list[str] | None, num_classes: int) -> list[int] | None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import FILLS, PhaseBars, emit_result, model_options, note, open_images, open_model, output_options
+from introspect.plugin import FILLS, PhaseBars, emit_result, model_and_inputs, model_options, note, open_images, open_model, output_options
 
 
 @click.command("occlusion")
@@ -55,6 +55,10 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
 
     from introspect_occlusion.method import occlusion
 
+    model, rest = model_and_inputs(model, [image])
+    if len(rest) > 1:
+        raise click.UsageError(f"occlusion takes one IMAGE, got {len(rest)}: {', '.join(map(str, rest))}")
+    image = rest[0] if rest else None
     if image is None and model is not None and model.suffix.lower() in IMAGE_EXTENSIONS:
         model, image = None, model
 

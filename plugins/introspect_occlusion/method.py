@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from introspect.plugin import (
-    AUTO_BATCH_BYTES, FILLS, IntrospectError, Progress, Sweep, SweepRunner, alias_of, attach, auto_batch_size, closest,
+    AUTO_BATCH_BYTES, FILLS, IntrospectError, Progress, Sweep, SweepRunner, alias_of, attach, auto_batch_size,
     counted, eval_mode, fill_image, last_conv_layer, meta_of, prepare_engine, project_map, resolve_layer
 )
+from introspect.plugin import resolve_targets as _resolve_targets
 
 #: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
 PAPER_INPUT, PAPER_SIZE, PAPER_STRIDE = 224, 50, 10
@@ -227,37 +228,9 @@ def positions(hw: tuple[int, int], size: tuple[int, int], stride: tuple[int, int
 
 
 def resolve_targets(targets, classes: list[str] | None, num_classes: int, default: int) -> list[int]:
-    """Class indices from indices, names or digit strings; ``None`` -> ``[default]``."""
-    if targets is None or (isinstance(targets, (list, tuple)) and not targets):
-        return [default]
-    if isinstance(targets, (int, str)):
-        targets = [targets]
-    out = []
-    for t in targets:
-        if isinstance(t, bool):
-            raise IntrospectError(f"target {t!r} is not a class; give a class index or name")
-        if isinstance(t, str) and t.strip().lstrip("-").isdigit():
-            t = int(t)
-        if isinstance(t, int):
-            if not 0 <= t < num_classes:
-                raise IntrospectError(f"target class {t} is out of range; the model has {num_classes} classes "
-                                      f"(0..{num_classes - 1})")
-            out.append(t)
-            continue
-        names = list(classes or [])
-        if t in names:
-            out.append(names.index(t))
-            continue
-        folded = [n.lower() for n in names]
-        if str(t).lower() in folded:
-            out.append(folded.index(str(t).lower()))
-            continue
-        if not names:
-            raise IntrospectError(f"target {t!r}: the model has no class names; "
-                                  f"give a class index (0..{num_classes - 1})")
-        raise IntrospectError(f"unknown target class {t!r}{closest(str(t), names)}; "
-                              "give a class index or one of the model's class names")
-    return out
+    """Class indices from indices, names (exact, case-insensitive, unique prefix) or digit strings;
+    ``None`` -> ``[default]`` (the shared resolver of the core)."""
+    return _resolve_targets(targets, classes, num_classes, default)
 
 
 def strongest_channel(activation: torch.Tensor) -> int:
