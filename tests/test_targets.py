@@ -45,7 +45,7 @@ def test_imagenet_names():
     assert resolve_target("281", IMAGENET, n) == 281 and resolve_target(7, IMAGENET, n) == 7
     with pytest.raises(IntrospectError, match=r"ambiguous: 'tabby' \(281\), 'table lamp' \(846\)"):
         resolve_target("tab", IMAGENET, n)
-    with pytest.raises(IntrospectError, match=r"unknown target class 'tabbby' \(close: 'tabby' \(281\)"):
+    with pytest.raises(IntrospectError, match=r"unknown target class 'tabbby' \(did you mean 'tabby' \(281\)"):
         resolve_target("tabbby", IMAGENET, n)
     with pytest.raises(IntrospectError, match="out of range"):
         resolve_target(1000, IMAGENET, n)

@@ -197,9 +197,22 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module, leaves: Sequence[str] = ()) -> fx.GraphModule:
-    """``torch.fx`` graph of ``model`` (raises whatever fx raises for untraceable code)."""
-    graph = _Tracer(leaves).trace(model)
-    return fx.GraphModule(model, graph)
+    """``torch.fx`` graph of ``model`` (raises whatever fx raises for untraceable code).
+
+    fx stores the tensor constants it meets (``_tensor_constant0``...) as attributes of the traced
+    module itself; they are copied into the graph module and removed from ``model``, which is left
+    exactly as it was (also when tracing fails).
+    """
+    stores = ("__dict__", "_parameters", "_buffers", "_modules")
+    before = {store: set(getattr(model, store)) for store in stores}
+    try:
+        graph = _Tracer(leaves).trace(model)
+        return fx.GraphModule(model, graph)
+    finally:
+        for store in stores:
+            table = getattr(model, store)
+            for key in set(table) - before[store]:
+                del table[key]
 
 
 def _is_inplace(gm: fx.GraphModule, node: fx.Node) -> bool:

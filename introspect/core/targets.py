@@ -69,7 +69,7 @@ def resolve_target(target, classes: Sequence[str] | None, num_classes: int) -> i
             raise IntrospectError(f"target {target!r} is ambiguous: {_listing(found, names)}; "
                                   "give the full name or the class index")
     close = difflib.get_close_matches(key, folded, n=_SHOWN, cutoff=0.6)
-    hint = f" (close: {_listing([folded.index(c) for c in close], names)})" if close else ""
+    hint = f" (did you mean {_listing([folded.index(c) for c in close], names)}?)" if close else ""
     raise IntrospectError(f"unknown target class {target!r}{hint}; give a class index or one of the model's "
                           "class names")
 
