@@ -243,3 +243,34 @@ def test_refused_connection_is_one_cli_line(torch_home, monkeypatch, image_file,
     r = run("deconv", image_file, "--arch", ARCH, "--weights", "DEFAULT", "--out", tmp_path / "o")
     assert r.exit_code == 1 and "squeezenet1_1-b8a52dc0.pth" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# auxiliary heads and builder arguments
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch, size", [("googlenet", 64), ("inception_v3", 75)])
+def test_state_dicts_with_auxiliary_heads_load(tmp_path, arch, size):
+    """torchvision's defaults when training (aux_logits=True) leave aux keys in the state dict; the
+    model is built with them, and in eval mode its output is the torchvision model's."""
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(arch, aux_logits=True, init_weights=True, num_classes=5).eval()
+    path = tmp_path / f"{arch}.pth"
+    torch.save(reference.state_dict(), path)
+    model = load_model(path, arch)
+    assert meta_of(model).arch_kwargs["aux_logits"] is True and meta_of(model).arch_kwargs["num_classes"] == 5
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    from introspect.core.layers import last_conv_layer
+
+    assert "aux" not in last_conv_layer(model, x).lower()  # the aux heads never run in eval mode
+
+
+def test_arch_arg_reaches_the_builder(tmp_path):
+    r = run("layers", "--arch", "googlenet", "--arch-arg", "aux_logits=true", "--arch-arg", "num_classes=7",
+            "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.output[r.output.index("["):])}
+    assert "aux1.fc2" in rows and rows["fc"]["output_shape"][-1] == 7
+    bad = run("layers", "--arch", "googlenet", "--arch-arg", "aux_logits")
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
