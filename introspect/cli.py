@@ -434,5 +434,6 @@ if __name__ == "__main__":  # pragma: no cover
 
 __all__ = [
     "IntrospectGroup", "model_options", "output_options", "bundled_image_dir", "bundled_image", "note",
-    "open_model", "open_images", "PhaseBars", "emit", "emit_result", "build_cli", "main"
+    "open_model", "open_images", "PhaseBars", "emit", "emit_result", "build_cli", "main", "model_and_inputs",
+    "model_settings", "parse_arch_args",
 ]

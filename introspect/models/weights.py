@@ -242,3 +242,9 @@ def _quiet_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*auxiliary heads.*")
         yield
+
+
+__all__ = [
+    "DOWNLOAD_TIMEOUT", "torchvision_name", "weights_enum", "resolve_weights", "weights_info", "list_weights",
+    "weights_file", "preprocessing", "fetch", "read_state_dict", "build_pretrained",
+]
