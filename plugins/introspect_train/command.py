@@ -1,13 +1,12 @@
 """The ``introspect train`` command."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import torch
 
-from introspect.plugin import IntrospectError, emit, note
+from introspect.plugin import IntrospectError, emit, note, parse_arch_args
 
 #: Options that shape the network: fixed by the checkpoint when resuming.
 _ARCH_OPTIONS = ("arch", "widths", "fc", "no_lrn", "drop_layers", "dropout", "arch_args", "input_size", "init_std")
@@ -39,19 +38,6 @@ def _input_size(text: str | None) -> tuple[int, int, int] | None:
     if len(values) != 3 or values[0] not in (1, 3) or min(values) < 1:
         raise click.BadParameter(f"expected H (square, RGB), H,W or C,H,W with C 1 or 3, got {text!r}", param_hint="--input-size")
     return values
-
-
-def _arch_args(pairs) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--arch-arg")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -237,7 +223,7 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
                              patience=patience, filter_radius=filter_radius,
                              crop_pad=crop_pad if crop_pad is not None else size[1] // 14, flip=not no_flip, seed=seed,
                              workers=workers, init_std=init_std, val_split=val_split)
-        arch_kwargs = {"num_classes": len(classes), **_arch_args(arch_args)}
+        arch_kwargs = {"num_classes": len(classes), **parse_arch_args(arch_args)}
         if size[0] != 3:
             arch_kwargs["in_channels"] = size[0]
         if widths is not None:
