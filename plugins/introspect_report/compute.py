@@ -235,7 +235,7 @@ def image_layer_unit(model: nn.Module, data, n: int, name: str, stem: str, digit
 def filters_unit(model: nn.Module, data, batch_size: int, save_dir, progress=None) -> dict:
     """Fig. 6 of the first convolution (``introspect.first_layer_filters``), saved as
     ``introspect filters`` writes it."""
-    prog = None if progress is None else (lambda done, total: progress("filters", done, total))
+    prog = None if progress is None else (lambda phase, done, total: progress("filters", done, total))
     result = method("first_layer_filters")(model, data.dataset, batch_size=batch_size, progress=prog)
     files = save_dir("data/filters", result.save)
     doc = result.to_dict()
