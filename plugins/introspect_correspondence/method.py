@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from introspect.plugin import Shown, notebook_progress, short_list
 from introspect.plugin import (
     FILLS, IntrospectError, Progress, aliases, attach, eval_mode, fill_image, last_conv_layer, meta_of,
     report_progress, resolve_layer
@@ -32,8 +33,8 @@ PAPER_LAYERS = ("relu5", "relu7")
 # --------------------------------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class CorrespondenceResult:
+@dataclass(repr=False)
+class CorrespondenceResult(Shown):
     """Table 1 of the paper for one model, image set and part set, with everything behind it.
 
     The number of a cell (row ``r``, layer ``l``) is the mean, over the ``N(N-1)/2`` unordered pairs
@@ -132,6 +133,22 @@ class CorrespondenceResult:
 
     def __str__(self) -> str:
         return self.table()
+
+    def _repr_lines(self) -> list[str]:
+        n = len(self.image_names)
+        lines = [f"CorrespondenceResult: {len(self.parts)} parts x {len(self.layers)} layers "
+                 f"({short_list(self.layers, 4)}) over {n} images ({n * (n - 1) // 2} pairs), "
+                 f"{self.random_trials} random trials"]
+        for row in self.rows[:3]:
+            cells = ", ".join(f"{l} {self.mean[row][l]:.3f}" for l in self.layers[:4])
+            lines.append(f"  {row}: {cells}")
+        lines.append("  mean sign change H/D per layer (Table 1); print(result) for the table")
+        return lines[:5]
+
+    def _figures(self) -> dict:
+        from introspect_correspondence.figure import boxes_figure, pairs_figure
+
+        return {"boxes": lambda: boxes_figure(self), "pairs": lambda: pairs_figure(self)}
 
     def to_dict(self) -> dict:
         """Everything as JSON types: the table, the settings, the boxes and every per-pair matrix."""
@@ -332,6 +349,7 @@ def _random_boxes(boxes: dict[str, list], hw: tuple[int, int], trials: int, seed
 # --------------------------------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------------------------------
+@notebook_progress
 def correspondence(
     model: nn.Module,
     images: torch.Tensor | Sequence[str | Path],

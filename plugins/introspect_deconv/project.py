@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from introspect.plugin import PROJECTION_MODES as MODES
+from introspect.plugin import Shown, shape_text
 from introspect.plugin import (
     Deconvnet, Field, Frame, IntrospectError, Rule, alias_of, last_conv_layer, layer_field, meta_of, resolve_layer,
     strongest,
@@ -80,8 +81,8 @@ def _channels_arg(channels, n_maps: int, name: str) -> list[int] | None:
     return channels
 
 
-@dataclass
-class Projection:
+@dataclass(repr=False)
+class Projection(Shown):
     """Deconvnet projections of activations of one layer (Zeiler & Fergus 2014, Sec. 2.1).
 
     ``P`` projections, ordered by image and then by rank (strongest map first). All tensors are on
@@ -155,12 +156,23 @@ class Projection:
             "projections": rows,
         }
 
-    def figure(self, ncols: int = 3):
-        """A PNG-ready ``(H, W, 3)`` uint8 grid: each projection (cropped to its box, grey = 0)
-        beside the matching image patch, labelled ``"conv5 ch 17 act 12.3"``."""
+    def _repr_lines(self) -> list[str]:
+        n = int(self.inputs.shape[0])
+        lines = [f"Projection: {len(self)} deconvnet projections of {self.name} ({self.mode} mode, {self.method}) "
+                 f"for {n} image{'s' if n != 1 else ''} of {shape_text(self.inputs[0])}"]
+        if len(self):
+            maps = ", ".join(f"{int(c)} ({float(a):.3g})" for c, a in zip(self.channel[:5], self.activation[:5]))
+            lines.append(f"  maps (activation): {maps}{', ...' if len(self) > 5 else ''}")
+        lines.append(f"  projections {shape_text(self.projections)}, receptive field "
+                     f"{self.field.size[0]}x{self.field.size[1]}")
+        return lines
+
+    def _figures(self) -> dict:
+        """The grid ``save`` writes: each projection (cropped to its box, grey = 0) beside the
+        matching image patch, labelled ``"conv5 ch 17 act 12.3"``."""
         from introspect_deconv.figures import projection_figure
 
-        return projection_figure(self, ncols=ncols)
+        return {file_stem(self.name): lambda: projection_figure(self)}
 
     def save(self, out: str | os.PathLike):
         """Write ``<name>.npy``, ``<name>.png``, ``result.json`` and ``input.npy`` into folder ``out``

@@ -25,6 +25,8 @@ from introspect.plugin import (
     readable_errors, resolve_layer, strongest
 )
 
+from introspect.plugin import Shown, notebook_progress, shape_text
+
 from introspect_deconv.distributed import Group, check_ranks, gather_top_k, group_of
 from introspect_deconv.project import display_name, receptive_boxes
 
@@ -76,8 +78,8 @@ class RunningTopK:
         self.positions = all_positions.gather(1, order[..., None].expand(-1, -1, 2))
 
 
-@dataclass
-class TopK:
+@dataclass(repr=False)
+class TopK(Shown):
     """The top-k images of each feature map of one layer, their projections and patches.
 
     All tensors are on the CPU. ``M`` maps (``channels``), ``k`` entries each, strongest first;
@@ -162,11 +164,33 @@ class TopK:
             "array_shape": shape, "one_entry_per_image": True, "maps": maps,
         }
 
-    def figure(self, j: int):
-        """The Fig. 2 picture of map ``j`` (index into ``channels``): projections | patches."""
-        from introspect_deconv.figures import channel_figure
+    def _channel_name(self, j: int) -> str:
+        digits = max(3, len(str(int(self.channels.max())))) if len(self.channels) else 3
+        return f"ch{int(self.channels[j]):0{digits}d}"
 
-        return channel_figure(self, j)
+    def _repr_lines(self) -> list[str]:
+        found = int((self.image_index >= 0).sum())
+        lines = [f"TopK: top-{self.k} of {len(self.channels)} {self.name} feature maps over {self.images_seen} images"
+                 f" ({found} entries), input {self.image_hw[0]}x{self.image_hw[1]}"]
+        if len(self.channels):
+            best = self.activation[:, 0].nan_to_num(float("-inf"))
+            j = int(best.argmax())
+            lines.append(f"  strongest: map {int(self.channels[j])}, activation {float(best[j]):.4g} in image "
+                         f"{int(self.image_index[j, 0])}; weakest map's best {float(best.min()):.4g}")
+        lines.append(f"  projections {shape_text(self.projections)}, patches {shape_text(self.patches)}"
+                     + ("" if self.projections is not None else " (ranking only: project=False)"))
+        return lines
+
+    def _figures(self) -> dict:
+        from introspect_deconv.figures import channel_figure, overview_figure
+
+        names = ["overview"] + [self._channel_name(j) for j in range(len(self.channels))]
+        if self.patches is None:
+            why = "the top-k figures need the projections and patches, which were not computed: run top_k with project=True"
+            return {name: why for name in names}
+        out = {"overview": lambda: overview_figure(self)}
+        out.update({self._channel_name(j): (lambda j=j: channel_figure(self, j)) for j in range(len(self.channels))})
+        return out
 
     def save(self, out) -> list[Path]:
         """Write ``top.npy``, ``input.npy``, ``top.json``, ``overview.png`` and one
@@ -192,9 +216,8 @@ class TopK:
         if self.patches is None:  # ranking only (project=False): no pictures to draw
             return names + ["top.json"]
         od.save_png("overview.png", overview_figure(self))
-        digits = max(3, len(str(int(self.channels.max())))) if len(self.channels) else 3
         for j in range(len(self.channels)):
-            name = f"channels/ch{int(self.channels[j]):0{digits}d}.png"
+            name = f"channels/{self._channel_name(j)}.png"
             od.save_png(name, channel_figure(self, j))
             names.append(name)
         return names + ["top.json", "overview.png"]
@@ -335,6 +358,7 @@ def mine(model: nn.Module, dataset, layer, k: int = 9, *, channels=None, batch_s
     return running, seen, shape
 
 
+@notebook_progress
 def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: int = 9, *,
           channels: int | Sequence[int] | None = None, batch_size: int = 32, workers: int = 0,
           project: bool = True, method: str = "auto", limit: int | None = None,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from introspect.plugin import Shown, notebook_progress, shape_text, short_list
 from introspect.plugin import (
     Field, IntrospectError, Progress, alias_of, last_conv_layer, meta_of, report_progress, require_method, resolve_layer
 )
@@ -103,8 +104,8 @@ class LayerEvolution:
                 "maps": maps}
 
 
-@dataclass
-class EvolutionResult:
+@dataclass(repr=False)
+class EvolutionResult(Shown):
     """Feature evolution during training (Fig. 4): per layer, rows of feature maps, columns of epochs.
 
     Attributes:
@@ -148,6 +149,22 @@ class EvolutionResult:
     boxes = property(lambda self: self._only().boxes, doc="``(M, E, 4)`` of the only layer.")
     origins = property(lambda self: self._only().origins, doc="``(M, E, 2)`` of the only layer.")
     projections = property(lambda self: self._only().projections, doc="``(M, E, C, fh, fw)`` of the only layer.")
+
+    def _repr_lines(self) -> list[str]:
+        lines = [f"EvolutionResult: {len(self.layers)} layer{'s' if len(self.layers) != 1 else ''} over "
+                 f"{len(self.epochs)} checkpoints (epochs {short_list(self.epochs)}), {self.images_seen} images"]
+        for entry in self.layers[:3]:
+            mean = entry.mean_activation()
+            lines.append(f"  {entry.name}: {len(entry.channels)} maps, mean strongest activation "
+                         f"{mean[0]:.3g} -> {mean[-1]:.3g}, projections {shape_text(entry.projections)}")
+        return lines
+
+    def _figures(self) -> dict:
+        from introspect_evolution.figure import evolution_figure, file_stem, layer_figure
+
+        out = {"evolution": lambda: evolution_figure(self)}
+        out.update({f"evolution_{file_stem(e.name)}": (lambda e=e: layer_figure(e, self.epochs)) for e in self.layers})
+        return out
 
     def to_dict(self) -> dict:
         """A JSON-ready summary: epochs, checkpoints, and per layer every map's winner at every epoch."""
@@ -296,6 +313,7 @@ def in_memory(dataset, budget: int | None = None):
 # --------------------------------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------------------------------
+@notebook_progress
 def feature_evolution(
     checkpoints,
     dataset,

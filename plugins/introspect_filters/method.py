@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from introspect.plugin import Shown, notebook_progress, short_list
 from introspect.plugin import IntrospectError, Progress, alias_of, attach, eval_mode, report_progress, resolve_layer
 
 from introspect_filters.spectrum import (HF_CUTOFF, aliasing_mask, band_fraction, frequencies, grid_size,
@@ -28,8 +29,8 @@ NEVER_ACTIVE, NEGLIGIBLE_NORM = "never active", "negligible norm"
 # --------------------------------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class FiltersResult:
+@dataclass(repr=False)
+class FiltersResult(Shown):
     """The filters of one convolution and the symptoms of Fig. 6, as CPU tensors.
 
     Attributes:
@@ -87,6 +88,21 @@ class FiltersResult:
     @property
     def mean_aliasing(self) -> float:
         return float(self.aliasing.mean())
+
+    def _repr_lines(self) -> list[str]:
+        c_out, c_in, kh, kw = self.weights.shape
+        seen = f", {self.images_seen} images seen" if self.images_seen else ", no data set"
+        return [f"FiltersResult: {self.name} {c_out} filters of {c_in}x{kh}x{kw}, stride "
+                f"{self.stride[0]}{seen}",
+                f"  dead: {self.dead_count} ({short_list([i for i, d in enumerate(self.dead.tolist()) if d])})"
+                if self.dead_count else "  dead: 0",
+                f"  mean high-frequency energy {self.mean_high_frequency:.3f}, above Nyquist (aliasing) "
+                f"{self.mean_aliasing:.3f}"]
+
+    def _figures(self) -> dict:
+        from introspect_filters.figure import filters_picture, spectrum_picture
+
+        return {"filters": lambda: filters_picture(self), "spectrum": lambda: spectrum_picture(self)}
 
     def rows(self) -> list[dict]:
         """One dict per filter: index, norm, max_activation, dead, reason, high_frequency, aliasing."""
@@ -257,6 +273,7 @@ def dead_reasons(norm: torch.Tensor, peak: torch.Tensor | None, norm_fraction: f
     return reasons
 
 
+@notebook_progress
 def first_layer_filters(model: nn.Module, dataset=None, layer: str | nn.Module | None = None, *,
                         batch_size: int = 64, hf_cutoff: float = HF_CUTOFF, norm_fraction: float = NORM_FRACTION,
                         fft_size: int | tuple[int, int] | None = None,

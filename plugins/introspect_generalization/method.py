@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from introspect.plugin import Shown, notebook_progress, shape_text, short_list
 from introspect.plugin import IntrospectError
 
 from introspect_generalization.features import MAX_DIM, extract, resolve_layers, standardize
@@ -30,8 +31,8 @@ PAPER_PER_CLASS = (15, 30)
 # --------------------------------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class GeneralizationResult:
+@dataclass(repr=False)
+class GeneralizationResult(Shown):
     """Test accuracy of linear classifiers on the fixed features of each layer (the paper's Table 7).
 
     Attributes:
@@ -90,6 +91,22 @@ class GeneralizationResult:
     def chance(self) -> float:
         """The accuracy of guessing: ``1 / K``."""
         return 1.0 / len(self.classes)
+
+    def _repr_lines(self) -> list[str]:
+        best = self.best()
+        return [f"GeneralizationResult: {short_list(self.classifiers)} on {len(self.layers)} layers "
+                f"({short_list([self.layer_title(i) for i in range(len(self.layers))], 5)}), "
+                f"{len(self.classes)} classes, {short_list(self.per_class)} training images per class, "
+                f"{self.repeats} repeat{'s' if self.repeats != 1 else ''}",
+                f"  best: {best['layer']} {best['classifier']} at {best['per_class']} per class, "
+                f"accuracy {best['accuracy']:.3f} (chance {self.chance:.3f})",
+                f"  accuracy {shape_text(self.accuracy)} (layers x classifiers x settings)"]
+
+    def _figures(self) -> dict:
+        from introspect_generalization.figure import accuracy_plot, figure, table_picture
+
+        return {"figure": lambda: figure(accuracy_plot(self), table_picture(self)),
+                "accuracy": lambda: accuracy_plot(self), "table": lambda: table_picture(self)}
 
     def best(self) -> dict:
         """The layer, classifier and setting with the highest mean accuracy."""
@@ -161,6 +178,7 @@ class GeneralizationResult:
 # --------------------------------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------------------------------
+@notebook_progress
 def feature_generalization(
     model: nn.Module,
     train_set,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from introspect.plugin import Shown, notebook_progress, shape_text, short_list
 from introspect.plugin import (
     FILLS, IntrospectError, ModelMeta, Progress, alias_of, attach, conv_layers, eval_mode, meta_of,
     report_progress, resolve_layer, resolve_target
@@ -36,8 +37,8 @@ PAPER_LAYERS = ("conv1", "fc7")
 # --------------------------------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class InvarianceResult:
+@dataclass(repr=False)
+class InvarianceResult(Shown):
     """What one invariance sweep measured (Fig. 5), as tensors on the CPU.
 
     Attributes:
@@ -200,6 +201,35 @@ class InvarianceResult:
             od.save_json("result.json", summary)
         return od.files
 
+    def _repr_lines(self) -> list[str]:
+        n, v, l_ = self.distance.shape
+        rel = self.relative_distance
+        lines = [f"InvarianceResult: {self.transform} by {v} values ({self.values.min():.3g} .. "
+                 f"{self.values.max():.3g} {self.unit}) of {n} images, layers "
+                 f"{short_list([self.layer_title(i) for i in range(l_)], 4)}"]
+        far = self.farthest
+        lines.append("  distance / norm at " + f"{float(self.values[far]):.3g}: "
+                     + ", ".join(f"{self.layer_title(i)} {float(rel[:, far, i].mean()):.3f}" for i in range(min(l_, 4))))
+        lines.append(f"  p(target) {float(self.clean_prob.mean()):.3f} untransformed (mean), "
+                     f"{float(self.prob.min()):.3f} at worst")
+        lines.append(f"  distance {shape_text(self.distance)}, prob {shape_text(self.prob)}")
+        return lines
+
+    def _figures(self) -> dict:
+        from introspect_invariance.figure import _file_part, pictures
+
+        drawn: dict = {}
+
+        def picture(name):
+            def draw():
+                if not drawn:
+                    drawn.update(pictures(self))
+                return drawn[name + ".png"]
+            return draw
+
+        names = [f"distance_{_file_part(self.layer_title(i))}" for i in range(len(self.layers))]
+        return {n: picture(n) for n in ["figure", *names, "probability"]}
+
     def files(self, pictures: dict | None = None) -> dict[str, str]:
         """Every file :meth:`save` writes, by name, with what it holds (also listed in ``result.json``)."""
         if pictures is None:
@@ -305,6 +335,7 @@ def _images(images) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------------------------------
+@notebook_progress
 def invariance(model: nn.Module, images: torch.Tensor, transform: str = "translate",
                values: Sequence[float] | torch.Tensor | None = None,
                layers: Sequence[str | nn.Module] | str | nn.Module | None = None,

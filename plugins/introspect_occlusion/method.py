@@ -19,6 +19,7 @@ from introspect.plugin import (
     AUTO_BATCH_BYTES, FILLS, IntrospectError, Progress, Sweep, SweepRunner, alias_of, attach, auto_batch_size,
     counted, eval_mode, fill_image, last_conv_layer, meta_of, prepare_engine, project_map, resolve_layer
 )
+from introspect.plugin import Shown, notebook_progress, shape_text
 from introspect.plugin import resolve_targets as _resolve_targets
 
 #: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
@@ -28,8 +29,8 @@ PAPER_INPUT, PAPER_SIZE, PAPER_STRIDE = 224, 50, 10
 # --------------------------------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class OcclusionResult:
+@dataclass(repr=False)
+class OcclusionResult(Shown):
     """Everything one occluder sweep measured (Fig. 7 b-e), as tensors on the CPU.
 
     Attributes:
@@ -147,6 +148,45 @@ class OcclusionResult:
             "mode": self.mode, "fallback": self.fallback, "tau": self.tau, "approx_error": self.approx_error,
             "stats": self.stats,
         }
+
+    def _repr_lines(self) -> list[str]:
+        py, px = self.prob.shape[1:]
+        lines = [f"OcclusionResult: {py} x {px} occluder positions (size {self.size[0]}, stride {self.stride[0]}, "
+                 f"fill {self.fill}) over a {shape_text(self.input[0])} image, {self.mode} inference"]
+        for t, name in enumerate(self.target_names[:2]):
+            iy, ix = divmod(int(self.prob[t].argmin()), px)
+            lines.append(f"  (d) p({name}): {float(self.clean_prob[self.targets[t]]):.3f} unoccluded, "
+                         f"{float(self.prob[t].min()):.3f} at worst (occluder at y={int(self.ys[iy])}, "
+                         f"x={int(self.xs[ix])})")
+        for i in range(min(2, len(self.layers))):
+            act = self.activation[i]
+            lines.append(f"  (b) {self.layer_title(i)} map {self.channels[i]}: total {self.total_kind} activation "
+                         f"{float(self.clean_activation[i]):.4g} unoccluded, {float(act.min()):.4g} .. "
+                         f"{float(act.max()):.4g}")
+        lines.append(f"  prob {shape_text(self.prob)}, label {shape_text(self.label)}, activation "
+                     f"{shape_text(self.activation)}, projection {shape_text(self.projection)}")
+        return lines[:4] + lines[-1:] if len(lines) > 5 else lines
+
+    def _figures(self) -> dict:
+        from introspect_occlusion.figure import file_part, panels
+
+        drawn: dict = {}
+
+        def panel(name):
+            def draw():
+                if not drawn:
+                    drawn.update(panels(self))
+                return drawn[name + ".png"]
+            return draw
+
+        out = {"figure": panel("figure")}
+        out.update({n[:-4]: panel(n[:-4]) for n in self.files() if n.endswith(".png") and n != "figure.png"})
+        if self.projection is None:
+            for i in range(len(self.layers)):
+                out[f"c_projection_{file_part(self.layer_title(i))}"] = (
+                    "panel (c) needs the deconvnet projection, which was not computed: run occlusion with "
+                    "project=True (the default)")
+        return out
 
     def files(self) -> dict[str, str]:
         """Every file :meth:`save` writes, by name, with what it holds (also listed in ``result.json``)."""
@@ -280,6 +320,7 @@ class _Readout:
 # --------------------------------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------------------------------
+@notebook_progress
 def occlusion(
     model: nn.Module,
     image: torch.Tensor,
@@ -355,8 +396,8 @@ def occlusion(
             paper's layer-5 maps are rectified); ``False`` sums it before the ReLU (pre-activation).
         mean, std (sequence of float | None): the input normalization; default the model's metadata.
         blur_sigma (float): Gaussian sigma for ``fill="blur"``.
-        progress (Progress | None): ``progress("occlude", positions_done, positions_total)`` after each
-            batch.
+        progress (Progress | bool | None): ``progress("occlude", positions_done, positions_total)`` after
+            each batch; default None: a bar in a Jupyter notebook, nothing elsewhere; False: none.
 
     Returns:
         OcclusionResult: maps ``T x Py x Px`` (probabilities), ``Py x Px`` (labels),
