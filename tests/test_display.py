@@ -3,6 +3,7 @@ one-line errors for figures whose data was not computed, and progress bars under
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +27,11 @@ def bundled():
     return model, data, images
 
 
-def calls(model, data, images):
+def calls(model, data, images, tmp=None):
     """One small call of every bundled method on the bundled model, by method name."""
     labels = torch.arange(len(images)) % 2
     return {
+        "report": lambda: introspect.report(model, data, out=tmp / "site", layers="conv5", k=2, images=1, limit=4),
         "project": lambda: introspect.project(model, images[:2], "conv5"),
         "top_k": lambda: introspect.top_k(model, data, "conv5", k=4, channels=range(6)),
         "occlusion": lambda: introspect.occlusion(model, images[:1], stride=3, layers=["conv5", "conv3"]),
@@ -45,8 +47,8 @@ def calls(model, data, images):
 
 
 @pytest.fixture(scope="module")
-def results(bundled):
-    recipes = calls(*bundled)
+def results(bundled, tmp_path_factory):
+    recipes = calls(*bundled, tmp_path_factory.mktemp("report"))
     missing = sorted(set(introspect.methods()) - set(recipes))
     assert not missing, f"add a call of {missing} to tests/test_display.py"
     return {name: recipes[name]() for name in introspect.methods()}
@@ -83,11 +85,12 @@ def bundled_image_dir_files():
 
 def test_repr_png_is_the_main_figure_that_save_writes(results, tmp_path):
     for name, result in results.items():
-        files = {p.name for p in result.save(tmp_path / name)}
+        files = [Path(p) for p in result.save(tmp_path / name)]
         main = result.figure_names()[0] + ".png"
-        assert main in files, (name, main, files)
+        found = [p for p in files if p.as_posix().endswith("/" + main)]
+        assert len(found) == 1, (name, main, files)
         shown = pixels(result._repr_png_())
-        saved = np.asarray(Image.open(tmp_path / name / main).convert("RGB"))
+        saved = np.asarray(Image.open(found[0]).convert("RGB"))
         assert shown.shape == saved.shape and np.array_equal(shown, saved), name
         assert shown.std() > 5, name  # a picture, not a blank
 

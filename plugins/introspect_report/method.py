@@ -20,13 +20,14 @@ from introspect.plugin import (
     meta_of,
     resolve_layer,
 )
+from introspect.plugin import Shown, short_list
 from introspect_report import compute, site
 from introspect_report.data import Data, default_layers, open_data, stem
 from introspect_report.store import FORMAT, GENERATOR, MANIFEST, SiteFolder, fingerprint
 
 
-@dataclass
-class Report:
+@dataclass(repr=False)
+class Report(Shown):
     """What :func:`report` built.
 
     Attributes:
@@ -57,6 +58,19 @@ class Report:
         return {"method": "report", "out": str(self.out), "index": str(self.index), "layers": self.layers,
                 "images": self.images, "pages": len(self.pages), "files": len(self.files), "reused": self.reused,
                 "skipped": self.skipped, "fingerprint": self.fingerprint, "seconds": self.seconds}
+
+    def _repr_lines(self) -> list[str]:
+        return [f"Report: {len(self.pages)} pages, {len(self.files)} files in {self.index}",
+                f"  layers {short_list(self.layers)}; {len(self.images)} image pages; "
+                f"{len(self.reused)} units reused, {len(self.skipped)} images skipped; {self.seconds:.1f} s"]
+
+    def _figures(self) -> dict:
+        """The site's figures, by path in the site: the filters (Fig. 6), then each image's Fig. 7 panels."""
+        from PIL import Image
+
+        names = [f[:-4] for f in self.files if f == "data/filters/filters.png"
+                 or (f.startswith("data/images/") and f.endswith("/occlusion/figure.png"))]
+        return {n: (lambda n=n: Image.open(self.out / f"{n}.png").convert("RGB")) for n in names}
 
     def save(self, out=None) -> list[Path]:
         """The site is already written; returns its files."""
