@@ -27,7 +27,7 @@ Groups (see ``__all__``):
 * **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
   ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
 * **results and progress**: ``Result``, ``Progress``, ``report_progress``, ``counted``, ``output_folder``,
-  ``written``; in notebooks: ``Shown`` (short repr, ``figure()``, ``_repr_png_``), ``to_pil``,
+  ``written``; in notebooks: ``Shown`` (short repr, ``figure()``, ``_repr_png_``), ``drawn_once``, ``to_pil``,
   ``shape_text``, ``short_list``, ``notebook_progress``;
 * **classes**: ``resolve_target``, ``resolve_targets`` (``--target`` by index or name, one resolver);
 * **command line**: ``model_options`` (``--arch``, ``--weights``, ``--arch-arg``...), ``model_and_inputs``,
@@ -68,7 +68,7 @@ _add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_fi
      "readable_errors", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
 _add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_batch_size", "AUTO_BATCH_BYTES")
 _add("introspect.core.results", "Result", "Progress", "counted", "output_folder", "written", report_progress="report")
-_add("introspect.core.display", "Shown", "to_pil", "shape_text", "short_list", "notebook_progress")
+_add("introspect.core.display", "Shown", "drawn_once", "to_pil", "shape_text", "short_list", "notebook_progress")
 _add("introspect.core.device", "model_device", "model_dtype", "to_model", "refuse_diverged")
 _add("introspect.models", "meta_of", "ModelMeta", "get_arch")
 _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")
@@ -112,7 +112,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from introspect.core.sweep import AUTO_BATCH_BYTES, Sweep, SweepRunner, auto_batch_size, prepare_engine
     from introspect.core.results import Progress, Result, counted, output_folder, written
     from introspect.core.results import report as report_progress
-    from introspect.core.display import Shown, notebook_progress, shape_text, short_list, to_pil
+    from introspect.core.display import Shown, drawn_once, notebook_progress, shape_text, short_list, to_pil
     from introspect.core.device import model_device, model_dtype, refuse_diverged, to_model
     from introspect.core.layers import (Field, alias_of, aliases, conv_layers, last_conv_layer, layer_names,
                                         receptive_field, resolve_layer)

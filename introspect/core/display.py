@@ -98,6 +98,21 @@ class Shown:
         return buffer.getvalue()
 
 
+def drawn_once(draw_all: Callable[[], dict]) -> Callable[[str], Callable[[], Any]]:
+    """For results whose pictures are drawn together (``draw_all() -> {"name.png": array}``):
+    ``picture(name)`` is a :data:`Picture` that draws them all on first use and returns ``name``'s."""
+    drawn: dict = {}
+
+    def picture(name: str) -> Callable[[], Any]:
+        def draw():
+            if not drawn:
+                drawn.update(draw_all())
+            return drawn[name + ".png"]
+        return draw
+
+    return picture
+
+
 def _draw(picture: Picture):
     if isinstance(picture, str):
         raise IntrospectError(picture)
@@ -192,4 +207,4 @@ def notebook_progress(method: Callable) -> Callable:
     return wrapper
 
 
-__all__ = ["Shown", "Picture", "to_pil", "shape_text", "short_list", "in_notebook", "NotebookBars", "notebook_progress"]
+__all__ = ["Shown", "Picture", "drawn_once", "to_pil", "shape_text", "short_list", "in_notebook", "NotebookBars", "notebook_progress"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from introspect.plugin import Shown, notebook_progress, shape_text, short_list
+from introspect.plugin import Shown, drawn_once, notebook_progress, shape_text, short_list
 from introspect.plugin import (
     FILLS, IntrospectError, ModelMeta, Progress, alias_of, attach, conv_layers, eval_mode, meta_of,
     report_progress, resolve_layer, resolve_target
@@ -218,15 +218,7 @@ class InvarianceResult(Shown):
     def _figures(self) -> dict:
         from introspect_invariance.figure import _file_part, pictures
 
-        drawn: dict = {}
-
-        def picture(name):
-            def draw():
-                if not drawn:
-                    drawn.update(pictures(self))
-                return drawn[name + ".png"]
-            return draw
-
+        picture = drawn_once(lambda: pictures(self))
         names = [f"distance_{_file_part(self.layer_title(i))}" for i in range(len(self.layers))]
         return {n: picture(n) for n in ["figure", *names, "probability"]}
 

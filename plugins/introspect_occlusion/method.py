@@ -19,7 +19,7 @@ from introspect.plugin import (
     AUTO_BATCH_BYTES, FILLS, IntrospectError, Progress, Sweep, SweepRunner, alias_of, attach, auto_batch_size,
     counted, eval_mode, fill_image, last_conv_layer, meta_of, prepare_engine, project_map, resolve_layer
 )
-from introspect.plugin import Shown, notebook_progress, shape_text
+from introspect.plugin import Shown, drawn_once, notebook_progress, shape_text
 from introspect.plugin import resolve_targets as _resolve_targets
 
 #: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
@@ -170,15 +170,7 @@ class OcclusionResult(Shown):
     def _figures(self) -> dict:
         from introspect_occlusion.figure import file_part, panels
 
-        drawn: dict = {}
-
-        def panel(name):
-            def draw():
-                if not drawn:
-                    drawn.update(panels(self))
-                return drawn[name + ".png"]
-            return draw
-
+        panel = drawn_once(lambda: panels(self))
         out = {"figure": panel("figure")}
         out.update({n[:-4]: panel(n[:-4]) for n in self.files() if n.endswith(".png") and n != "figure.png"})
         if self.projection is None:
