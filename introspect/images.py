@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from introspect.errors import IntrospectError, IntrospectWarning
+from introspect.errors import IntrospectError, IntrospectWarning, os_error_text
 from introspect.output import MANIFEST, is_output_folder
 
 #: Largest image (width x height) :func:`read_image` accepts; Pillow's own default limit.
@@ -187,7 +187,11 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         ('RGB', (640, 480))
     """
     path = Path(path)
-    _check_file(path)
+    try:
+        _check_file(path)
+    except OSError as error:  # a folder without permission to enter, a name too long, ...
+        what, fix = os_error_text(error)
+        raise IntrospectError(f"cannot read image file {path}: {what}; {fix or 'check the path'}") from None
     img = _open_and_load(path)
     try:
         img = ImageOps.exif_transpose(img)

@@ -765,7 +765,7 @@ class RunFolder(_Guarded):
 
     def _replace(self, name: str, write) -> Path:
         target = self._final / name
-        fd, tmp = tempfile.mkstemp(prefix=_STAGE, dir=self._final)
+        fd, tmp = tempfile.mkstemp(prefix=_STAGE, suffix=f"-{name}", dir=self._final)  # torch.save wants a stem
         os.close(fd)
         try:
             write(Path(tmp))

@@ -432,3 +432,56 @@ def test_csv_text_and_save_csv_round_trip(tmp_path):
         od.save_csv("t.csv", rows, ["distance", "layer"])
     back = list(csv.DictReader(open(tmp_path / "o" / "t.csv")))
     assert back == [{"distance": "0.5", "layer": "conv1"}, {"distance": "2", "layer": "fc7, top"}]
+
+
+# --------------------------------------------------------------------------------------------------
+# training run folders
+# --------------------------------------------------------------------------------------------------
+def test_run_folder_adds_files_one_by_one_and_records_the_run(tmp_path):
+    from introspect.output import RunFolder, check_run_folder
+
+    out = tmp_path / "run"
+    with RunFolder(out, epochs=2) as run:
+        run.write("epoch_001.pt", lambda p: torch.save({"w": torch.ones(2)}, p))
+        assert read_manifest(out)["files"] == ["epoch_001.pt"] and not read_manifest(out)["finished"]
+        with pytest.raises(IntrospectError):  # a second run into the folder meanwhile
+            with RunFolder(out, resume=True):
+                pass
+        run.save_json("metrics.json", {"epoch": 1})
+        with pytest.raises(IntrospectError):
+            run.write("../x.pt", lambda p: None)
+        run.finish()
+    manifest = read_manifest(out)
+    assert manifest["kind"] == "run" and manifest["finished"] and manifest["epochs"] == 2
+    assert manifest["files"] == ["epoch_001.pt", "metrics.json"]
+    assert _hidden(tmp_path) == [] and sorted(p.name for p in out.iterdir()) == [MANIFEST, "epoch_001.pt",
+                                                                                 "metrics.json"]
+    with pytest.raises(IntrospectError) as excinfo:
+        check_run_folder(out)
+    _one_line(excinfo, "finished training run (2 epochs)", "--resume", "--force")
+    with pytest.raises(IntrospectError):  # other commands never replace a run's checkpoints
+        _write(out, {"a.txt": "x"})
+    (out / "notes.txt").write_text("mine")
+    with RunFolder(out, force=True, epochs=1) as run:  # listed files go, the user's stay
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "notes.txt"]
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos")])
+def test_a_checkpoint_that_cannot_be_written_leaves_the_earlier_ones_whole(tmp_path, error):
+    from introspect.output import RunFolder
+
+    out = tmp_path / "run"
+
+    def failing(path):
+        path.write_bytes(b"half")
+        raise error
+
+    with RunFolder(out, epochs=3) as run:
+        run.write("epoch_001.pt", lambda p: p.write_bytes(b"whole"))
+        with pytest.raises(IntrospectError) as excinfo:
+            run.write("epoch_002.pt", failing)
+    _one_line(excinfo, "cannot write to output folder", "disk")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "epoch_001.pt"]
+    assert (out / "epoch_001.pt").read_bytes() == b"whole" and read_manifest(out)["files"] == ["epoch_001.pt"]

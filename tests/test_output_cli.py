@@ -293,3 +293,30 @@ def test_damaged_checkpoints_are_one_line(files, tmp_path):
     header = b"[1, 2, 3]"
     (tmp_path / "list.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
     _one_error_line(run("layers", tmp_path / "list.safetensors", "--arch", "zfnet", ok=False), "corrupt safetensors")
+
+
+def test_an_image_in_a_folder_without_permission_is_one_line(files, tmp_path, monkeypatch):
+    """What was seen: an image inside a folder without execute permission gave a traceback. Root
+    passes every permission check, so as root the refusal of the file system is injected."""
+    import errno
+    import shutil
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(files["image"], locked / "img.png")
+    if os.geteuid() == 0:
+        real_stat = os.stat
+
+        def stat(path, *args, **kwargs):
+            if str(path).startswith(str(locked) + os.sep):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", stat)
+    else:
+        locked.chmod(0o600)
+    try:
+        result = run("deconv", files["model"], locked / "img.png", "--out", tmp_path / "o", ok=False)
+    finally:
+        locked.chmod(0o700)
+    _one_error_line(result, "cannot read image file", "permission denied")
