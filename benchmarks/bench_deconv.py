@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 
-
 def photos(n: int, size: int = 224, seed: int = 0) -> torch.Tensor:
     """``n`` ImageNet-normalized ``3 x size x size`` crops of scikit-image's sample photographs."""
     import skimage.data as data
@@ -84,8 +83,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     from captum.attr import NeuronDeconvolution
-    from introspect.models import zfnet
+
     from introspect.core.deconvnet import Frame, shift_crop
+    from introspect.models import zfnet
     from introspect_deconv.top import _project_winners, top_k
 
     device = torch.device(args.device)
@@ -173,7 +173,9 @@ def main() -> None:
           f"{[round(t, 2) for t in t_chain_rounds]})")
     print(f"introspect autograd : {t_autograd:8.2f} s  ({1e3 * t_autograd / n_proj:.2f} ms/projection; "
           f"{maps_autograd * k} projections timed, scaled to {n_proj}); max |chain - autograd| / max = {agree:.1e}")
-    how = "all calls" if len(sample) == n_proj else f"{len(sample)} sampled calls, median of the rounds' means x {n_proj}"
+    how = (
+        "all calls" if len(sample) == n_proj else f"{len(sample)} sampled calls, median of the rounds' means x {n_proj}"
+    )
     print(f"captum loop         : {t_captum:8.2f} s  ({1e3 * per_call:.1f} ms/call; {how}; rounds "
           f"{[round(1e3 * c, 1) for c in t_call_rounds]} ms/call)")
     print(f"cosine(ours, captum) over {len(cosines)} compared: min {min(cosines):.6f}")

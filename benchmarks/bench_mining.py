@@ -95,8 +95,8 @@ def worker(args) -> None:
     """One rank under torchrun: time ``top_k(project=False)`` on the process group; rank 0 writes
     the times and the ranking to ``args.result``."""
     import torch.distributed as dist
-
     from bench_deconv import photos
+
     from introspect_deconv.distributed import process_group
     from introspect_deconv.top import top_k
 
@@ -116,8 +116,9 @@ def worker(args) -> None:
 
 
 def processes(args) -> None:
-    from introspect_deconv.top import top_k
     from bench_deconv import photos
+
+    from introspect_deconv.top import top_k
 
     per_process = max(1, args.threads // args.processes)
     print(f"\n{args.processes} Gloo processes ({per_process} thread(s) each) against 1 process "
@@ -144,7 +145,9 @@ def processes(args) -> None:
     many = got["times"]
     same = torch.equal(got["image_index"], ref.image_index) and torch.equal(got["activation"], ref.activation)
     m1, mp = statistics.median(one), statistics.median(many)
-    print(f"  1 process     : median {m1:7.3f} s  ({args.images / m1:6.1f} images/s)  rounds {[round(t, 3) for t in one]}")
+    print(
+        f"  1 process     : median {m1:7.3f} s  ({args.images / m1:6.1f} images/s)  rounds {[round(t, 3) for t in one]}"
+    )
     print(f"  {args.processes} processes   : median {mp:7.3f} s  ({args.images / mp:6.1f} images/s)  "
           f"rounds {[round(t, 3) for t in many]}")
     print(f"  speed-up {args.processes} processes / 1 process: {m1 / mp:.3f} (medians), {min(one) / min(many):.3f} "

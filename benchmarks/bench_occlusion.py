@@ -105,11 +105,13 @@ def main(argv=None) -> None:
     captum_times = {}
     ours_times = []
     for ppe in ppes:
-        t, _ = best_of(lambda: captum_sweep(prob_forward, ppe), 1)
+        t, _ = best_of(lambda ppe=ppe: captum_sweep(prob_forward, ppe), 1)
         captum_times[ppe] = t
         t_ours, _ = best_of(ours_d, 1)
         ours_times.append(t_ours)
-        print(f"  captum Occlusion, perturbations_per_eval={ppe:<3}: {t:7.2f} s   (introspect alongside: {t_ours:6.2f} s)")
+        print(
+            f"  captum Occlusion, perturbations_per_eval={ppe:<3}: {t:7.2f} s   (introspect alongside: {t_ours:6.2f} s)"
+        )
     best_ppe = min(captum_times, key=captum_times.get)
     t_captum_d = captum_times[best_ppe]
     t_ours_d = min(ours_times)
@@ -124,8 +126,14 @@ def main(argv=None) -> None:
     print("\n1. map (d) alone")
     print(f"  captum Occlusion (best perturbations_per_eval={best_ppe}): {t_captum_d:7.2f} s  "
           f"({t_captum_d / n_captum * 1000:.1f} ms per position)")
-    print(f"  introspect, whole batched passes:            {t_full:7.2f} s  ({t_full / n_ours * 1000:.1f} ms per position)")
-    print(f"  introspect, incremental (exact):             {t_ours_d:7.2f} s  ({t_ours_d / n_ours * 1000:.1f} ms per position)")
+    print(
+        f"  introspect, whole batched passes:            {t_full:7.2f} s  "
+        f"({t_full / n_ours * 1000:.1f} ms per position)"
+    )
+    print(
+        f"  introspect, incremental (exact):             {t_ours_d:7.2f} s  "
+        f"({t_ours_d / n_ours * 1000:.1f} ms per position)"
+    )
     print(f"  introspect, approximate tau=0.5:             {t_approx:7.2f} s  (max |dp| {approx_err:.2e}, "
           f"labels agree {float((approx.label == first.label).float().mean()):.0%})")
     ratio = t_captum_d / t_ours_d
@@ -140,7 +148,9 @@ def main(argv=None) -> None:
                                  batch_size=args.batch_size)
     t_ours_all = min(best_of(ours_all, 1)[0] for _ in range(args.repeat))
     t_captum_all = t_captum_d + t_captum_b
-    print(f"  captum: probability sweep {t_captum_d:.2f} s + activation sweep {t_captum_b:.2f} s = {t_captum_all:.2f} s")
+    print(
+        f"  captum: probability sweep {t_captum_d:.2f} s + activation sweep {t_captum_b:.2f} s = {t_captum_all:.2f} s"
+    )
     print(f"  introspect, one sweep (b, d, e):             {t_ours_all:7.2f} s")
     ratio_all = t_captum_all / t_ours_all
     per_pos_all = (t_captum_all / n_captum) / (t_ours_all / n_ours)

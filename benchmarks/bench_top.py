@@ -41,6 +41,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from bench_deconv import photos
     from bench_mining import side_by_side
+
     from introspect.models import zfnet
 
     device = torch.device(args.device)

@@ -23,8 +23,8 @@ Run::
     python examples/correspondence_faces.py [--out DIR] [--epochs 20] [--random 20] [--seeds 0 1 2]
 
 What it gives (torch 2.x on a 2-core CPU, 2 threads, 20 epochs with Adam, 20 random trials per part;
-about 15 s per seed on an idle machine, 90 s when the cores are busy with other work): held-out accuracy 0.95 (38 of 40) for seeds 0, 1
-and 2. Mean feature sign change, mean ± std over image pairs, seed 0:
+about 15 s per seed on an idle machine, 90 s when the cores are busy with other work): held-out accuracy 0.95
+(38 of 40) for seeds 0, 1 and 2. Mean feature sign change, mean ± std over image pairs, seed 0:
 
 ==================  ================  ================
 5 held-out faces    relu5 (D=1152)    relu7 (D=64)

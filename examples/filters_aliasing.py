@@ -37,7 +37,6 @@ from introspect.images import ImageFolderDataset, Preprocess
 from introspect.models import meta_of, zfnet
 from introspect.plot import line_plot, table_image
 from introspect.render import save_png
-
 from introspect_filters.figure import filters_picture, spectrum_picture
 from introspect_filters.spectrum import energy_beyond
 
@@ -97,16 +96,19 @@ def train_pair(args, figures: Path) -> list[dict]:
         began = time.perf_counter()
         train_model(model, train, arch="zfnet", arch_kwargs=kwargs, input_size=(3, SIZE, SIZE), mean=mean, std=std,
                     out=cache / name, config=TrainConfig(epochs=args.epochs, crop_pad=SIZE // 14, seed=args.seed),
-                    log=lambda line: print(f"  {name}: {line}"))
+                    log=lambda line, name=name: print(f"  {name}: {line}"))
         _, acc = evaluate(model, test, transform)
         result = introspect.first_layer_filters(model, x_test)
         save_png(figures / f"filters_{name}.png", filters_picture(result))
         rows.append({"name": name, "result": result, "start": start, "test_acc": acc,
                      "seconds": time.perf_counter() - began})
-        print(f"{name}: test accuracy {acc:.3f} on {len(test)} images; {result.dead_count}/{len(result.weights)} dead "
-              f"({', '.join(r for r in result.reasons if r) or 'none'}); mean aliasing energy {result.mean_aliasing:.3f} "
-              f"(above {result.nyquist[0]:.3g} cycles/pixel); mean high-frequency energy {result.mean_high_frequency:.3f}; "
-              f"median filter norm {result.to_dict()['median_norm']:.3f}")
+        print(
+            f"{name}: test accuracy {acc:.3f} on {len(test)} images; {result.dead_count}/{len(result.weights)} dead "
+            f"({', '.join(r for r in result.reasons if r) or 'none'}); mean aliasing energy {result.mean_aliasing:.3f} "
+            f"(above {result.nyquist[0]:.3g} cycles/pixel); "
+            f"mean high-frequency energy {result.mean_high_frequency:.3f}; "
+            f"median filter norm {result.to_dict()['median_norm']:.3f}"
+        )
     return rows
 
 
@@ -118,14 +120,33 @@ def comparison_figure(rows: list[dict]) -> np.ndarray:
     for r in rows:
         res = r["result"]
         d = res.to_dict()
-        table.append([r["name"], f"{r['test_acc']:.3f}", f"{res.dead_count}/{len(res.weights)}", d["never_active"],
-                      d["negligible_norm"], f"{res.nyquist[0]:.3g}", f"{r['start'].mean_aliasing:.3f}",
-                      f"{res.mean_aliasing:.3f}", f"{r['start'].mean_high_frequency:.3f}", f"{res.mean_high_frequency:.3f}"])
+        table.append(
+            [
+                r["name"],
+                f"{r['test_acc']:.3f}",
+                f"{res.dead_count}/{len(res.weights)}",
+                d["never_active"],
+                d["negligible_norm"],
+                f"{res.nyquist[0]:.3g}",
+                f"{r['start'].mean_aliasing:.3f}",
+                f"{res.mean_aliasing:.3f}",
+                f"{r['start'].mean_high_frequency:.3f}",
+                f"{res.mean_high_frequency:.3f}",
+            ]
+        )
     cutoffs = np.linspace(0.0, 0.5, 51)
     curves = {r["name"]: energy_beyond(torch.fft.ifftshift(r["result"].spectrum.double(), dim=(-2, -1)), cutoffs)
               for r in rows}
-    plot = line_plot(cutoffs, curves, title="share of filter energy with max(|fy|,|fx|) > f (Nyquist: s4 0.125, s2 0.25)",
-                     xlabel="f (cycles per pixel)", ylabel="share", ylim=(0.0, 1.0), markers=False, size=(520, 300))
+    plot = line_plot(
+        cutoffs,
+        curves,
+        title="share of filter energy with max(|fy|,|fx|) > f (Nyquist: s4 0.125, s2 0.25)",
+        xlabel="f (cycles per pixel)",
+        ylabel="share",
+        ylim=(0.0, 1.0),
+        markers=False,
+        size=(520, 300),
+    )
     parts = [table_image(header, table, "first layers trained on Fashion-MNIST (64x64)"), plot]
     width = max(p.shape[1] for p in parts)
     return np.concatenate([np.pad(p, ((4, 4), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in parts])

@@ -34,7 +34,6 @@ import introspect
 from introspect.images import ImageFolderDataset, Preprocess
 from introspect.models import meta_of
 from introspect.render import save_png
-
 from introspect_generalization.figure import accuracy_plot, figure, table_picture, text_table
 
 HERE = Path(__file__).resolve().parent
@@ -90,7 +89,9 @@ def main(argv=None) -> None:
         for p, n in enumerate(raw8.per_class):
             print(f"  {kind} {n}/class: {100 * float(raw8.accuracy[0, c, p]):.1f} "
                   f"± {100 * float(raw8.accuracy_std[0, c, p]):.1f}")
-    print(f"feature sizes: {dict(zip([result.layer_title(i) for i in range(len(result.layers))], result.feature_dims))}")
+    print(
+        f"feature sizes: {dict(zip([result.layer_title(i) for i in range(len(result.layers))], result.feature_dims))}"
+    )
     print(f"features {result.stats['features_seconds']} s, classifiers {result.stats['fit_seconds']} s")
 
     files = result.save(args.out / "result")

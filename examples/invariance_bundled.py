@@ -36,7 +36,6 @@ import introspect
 from introspect.cli import bundled_image_dir
 from introspect.images import Preprocess, load_images
 from introspect.render import save_png
-
 from introspect_invariance.figure import pictures
 
 HERE = Path(__file__).resolve().parent

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from introspect.hookspecs import hookimpl
+from introspect.core import RULES, Rule, apply_rule, attach, eval_mode, layer_table, receptive_field, resolve_layer
 from introspect.errors import IntrospectError
-from introspect.core import attach, apply_rule, eval_mode, layer_table, resolve_layer, receptive_field, RULES, Rule
-from introspect.models import load_model, save_checkpoint, ModelMeta, meta_of, architectures, zfnet, alexnet
+from introspect.hookspecs import hookimpl
+from introspect.models import ModelMeta, alexnet, architectures, load_model, meta_of, save_checkpoint, zfnet
 
 
 def methods():
@@ -38,7 +38,8 @@ def get_plugin_manager():
 
 def load_image(path, model=None):
     """Read an image file as a ``1 x C x H x W`` tensor preprocessed for ``model`` (ImageNet default)."""
-    from introspect.images import Preprocess, load_image as _load
+    from introspect.images import Preprocess
+    from introspect.images import load_image as _load
 
     pre = Preprocess.from_meta(meta_of(model)) if model is not None else None
     return _load(path, pre) if pre is not None else _load(path)

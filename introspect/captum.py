@@ -48,7 +48,8 @@ accumulates in the output's dtype, the fast path in float64, and both return flo
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,14 +108,14 @@ class Occlusion(_CaptumOcclusion):
         self.last_stats: dict = {}
 
     @log_usage(part_of_slo=True)
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs,
         sliding_window_shapes,
         strides=None,
         baselines=None,
         target=None,
-        additional_forward_args: Optional[object] = None,
+        additional_forward_args: object | None = None,
         perturbations_per_eval: int = 1,
         show_progress: bool = False,
     ):
@@ -213,9 +214,9 @@ def window_corners(shape, window, stride) -> np.ndarray:
     with captum's counts ``ceil((size - window) / stride) + 1`` (the last window may be clipped)."""
     current = np.subtract(shape, window)
     assert (np.array(current) >= 0).all(), (
-        "Sliding window dimensions {} cannot exceed input dimensions{}.").format(window, tuple(shape))
+        f"Sliding window dimensions {window} cannot exceed input dimensions{tuple(shape)}.")
     assert np.logical_or(np.array(current) == 0, np.array(stride) <= window).all(), (
-        "Stride dimension {} cannot be larger than sliding window shape dimension {}.").format(stride, window)
+        f"Stride dimension {stride} cannot be larger than sliding window shape dimension {window}.")
     stride = stride if isinstance(stride, tuple) else (stride,) * len(shape)
     counts = np.add(np.ceil(np.divide(current, stride)).astype(int), 1)
     grids = np.meshgrid(*[np.arange(c) * s for c, s in zip(counts, stride)], indexing="ij")
@@ -274,11 +275,11 @@ class NeuronDeconvolution(_CaptumNeuronDeconvolution):
         self._cached: tuple | None = None
 
     @log_usage(part_of_slo=True)
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs,
         neuron_selector,
-        additional_forward_args: Optional[object] = None,
+        additional_forward_args: object | None = None,
         attribute_to_neuron_input: bool = False,
     ):
         r"""The deconvnet projection of one neuron of ``layer`` for every example, as
@@ -356,7 +357,7 @@ class _AsCaptum:
         self.last_path: str | None = None
 
     @log_usage(part_of_slo=True)
-    def attribute(self, inputs, target=None, additional_forward_args: Optional[Any] = None):
+    def attribute(self, inputs, target=None, additional_forward_args: Any | None = None):
         """See captum's ``attribute`` of the same class."""
         self.last_path = "captum"
         return super().attribute.__wrapped__(self, inputs, target, additional_forward_args)  # type: ignore[misc]

@@ -11,15 +11,15 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import click
 import torch
 
 from introspect import __version__
 from introspect.errors import IntrospectError, IntrospectWarning, Terminated, os_error_text, raise_terminated
-
 
 #: Exit code of an unexpected error (a bug to report), distinct from user errors (1) and usage (2).
 EXIT_UNEXPECTED = 70
@@ -61,7 +61,9 @@ class IntrospectGroup(click.Group):
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller --batch-size or a smaller input") from None
         except torch.cuda.OutOfMemoryError:
-            raise click.ClickException("the GPU ran out of memory; use a smaller --batch-size or --device cpu") from None
+            raise click.ClickException(
+                "the GPU ran out of memory; use a smaller --batch-size or --device cpu"
+            ) from None
         except OSError as exc:
             if _debugging(ctx):
                 raise
@@ -253,7 +255,9 @@ class PhaseBars:
 
     def __init__(self, label=None):
         self.label = label or str
-        self.bar, self.phase, self.done = None, None, 0
+        self.bar: Any = None
+        self.phase: str | None = None
+        self.done = 0
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if phase != self.phase:
@@ -269,7 +273,7 @@ class PhaseBars:
             self.bar.__exit__(None, None, None)
             self.bar = None
 
-    def __enter__(self) -> "PhaseBars":
+    def __enter__(self) -> PhaseBars:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -344,7 +348,8 @@ def models_command(as_json):
     from introspect.models.weights import list_weights
 
     archs = architectures()
-    rows = [{"name": a.name, "description": a.description, "input_size": list(a.input_size), "plugin": a.plugin,
+    rows: list[dict[str, Any]] = [
+        {"name": a.name, "description": a.description, "input_size": list(a.input_size), "plugin": a.plugin,
              "weights": list_weights(a.name) if a.plugin == "builtin_models" else []}
             for a in archs.values()]
     lines = []

@@ -9,7 +9,7 @@ import difflib
 import errno
 import os
 import signal
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class IntrospectError(ValueError):
@@ -76,7 +76,7 @@ def os_error_text(error: OSError) -> tuple[str, str]:
         >>> os_error_text(OSError(errno.ENOSPC, "No space left on device", "out/a.png"))
         ('out/a.png: no space left on the disk', 'free some space, or choose --out on another disk')
     """
-    what, fix = _OS_ERRORS.get(error.errno, (error.strerror or str(error) or type(error).__name__, ""))
+    what, fix = _OS_ERRORS.get(error.errno or 0, (error.strerror or str(error) or type(error).__name__, ""))
     name = error.filename
     if name is not None:
         name = os.fsdecode(name)

@@ -16,9 +16,10 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -317,12 +318,13 @@ def _crop_start(size: int, crop: int) -> int:
 # preprocessing
 # --------------------------------------------------------------------------------------------------
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
 
 
 #: torchvision's interpolation names -> PIL filters (as ``torchvision.transforms.functional`` maps them).
-_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
-             "nearest-exact": Image.NEAREST, "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+             "nearest": Image.Resampling.NEAREST, "nearest-exact": Image.Resampling.NEAREST,
+             "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
 
 
 @dataclass(frozen=True)
@@ -390,7 +392,7 @@ class Preprocess:
         return self.resize if self.resize is not None else max(self.input_size[1:])
 
     @classmethod
-    def from_meta(cls, meta: Any) -> "Preprocess":
+    def from_meta(cls, meta: Any) -> Preprocess:
         """Build a :class:`Preprocess` from model metadata.
 
         Args:

@@ -9,14 +9,18 @@ ship with introspect itself. Nothing happens at import time.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from introspect import hookspecs
 from introspect.errors import IntrospectError
+
+if TYPE_CHECKING:
+    import click
 
 GROUP = "introspect"
 DISABLE_ENV = "INTROSPECT_DISABLE_PLUGINS"
@@ -120,7 +124,9 @@ class IntrospectPluginManager(pluggy.PluginManager):
                         raise TypeError(f"method {name!r} is not callable")
                     if name in methods:
                         raise ValueError(f"method {name!r} is already registered by {methods[name].plugin!r}")
-                    methods[name] = Method(name, func, description or (func.__doc__ or "").strip().split("\n")[0], plugin)
+                    methods[name] = Method(
+                        name, func, description or (func.__doc__ or "").strip().split("\n")[0], plugin
+                    )
                     self._note(plugin, "methods", name)
                 return register
 
@@ -130,7 +136,7 @@ class IntrospectPluginManager(pluggy.PluginManager):
 
     def architectures(self) -> dict:
         if self._archs is None:
-            from introspect.models import ArchSpec, IMAGENET_MEAN, IMAGENET_STD
+            from introspect.models import IMAGENET_MEAN, IMAGENET_STD, ArchSpec
 
             archs: dict[str, ArchSpec] = {}
 
@@ -141,18 +147,22 @@ class IntrospectPluginManager(pluggy.PluginManager):
                         raise TypeError(f"architecture {name!r} has no callable builder")
                     if name in archs:
                         raise ValueError(f"architecture {name!r} is already registered by {archs[name].plugin!r}")
-                    archs[name] = ArchSpec(name, builder, description, tuple(input_size), tuple(mean), tuple(std), plugin)
+                    archs[name] = ArchSpec(
+                        name, builder, description, tuple(input_size), tuple(mean), tuple(std), plugin
+                    )
                     if plugin != "builtin_models" or name in ("zfnet", "alexnet", "alexnet_torchvision"):
                         self._note(plugin, "architectures", name)
                 return register
 
             self._call_each("register_architectures", make)
             if "builtin_models" in self.infos:
-                self.infos["builtin_models"].registers.setdefault("architectures", []).append("torchvision classification models")
+                self.infos["builtin_models"].registers.setdefault("architectures", []).append(
+                    "torchvision classification models"
+                )
             self._archs = archs
         return self._archs
 
-    def add_commands(self, cli) -> None:
+    def add_commands(self, cli: click.Group) -> None:
         before = set(cli.commands)
 
         def make(plugin):
@@ -184,7 +194,9 @@ def get_plugin_manager(*, reload: bool = False) -> IntrospectPluginManager:
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise IntrospectError(f"a plugin implements an unknown hook: {exc}; fix the plugin or uninstall it") from None
+            raise IntrospectError(
+                f"a plugin implements an unknown hook: {exc}; fix the plugin or uninstall it"
+            ) from None
         _MANAGER = pm
     return _MANAGER
 

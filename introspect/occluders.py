@@ -12,7 +12,7 @@ has the shape of ``x`` (in the model's normalized input space):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,9 @@ def fill_image(x: torch.Tensor, kind: str = "gray", mean: Sequence[float] = (0.4
     if mean_t.numel() == 1:
         mean_t, std_t = mean_t.expand(c), std_t.expand(c)
     if mean_t.numel() != c:
-        raise IntrospectError(f"normalization has {mean_t.numel()} channels but the image has {c}; check the model's mean/std")
+        raise IntrospectError(
+            f"normalization has {mean_t.numel()} channels but the image has {c}; check the model's mean/std"
+        )
     value = 0.5 if kind == "gray" else 0.0
     return ((value - mean_t) / std_t).reshape(c, 1, 1).expand_as(x).clone()
 

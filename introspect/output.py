@@ -31,14 +31,16 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
 from introspect.errors import IntrospectError, os_error_text, raise_terminated
+
 
 def _png_image(array: Any) -> Image.Image:
     a = np.asarray(array)
@@ -274,7 +276,8 @@ class _Lock:
     """
 
     def __init__(self, path: Path, out: Path) -> None:
-        self.path, self.out, self.fd = path, out, None
+        self.path, self.out = path, out
+        self.fd: int | None = None
 
     def acquire(self) -> None:
         for _ in range(20):
@@ -463,7 +466,7 @@ class OutputDir(_Guarded):
             return False
         return not out.exists() or os.stat(out).st_dev == os.stat(out.parent).st_dev
 
-    def __enter__(self) -> "OutputDir":
+    def __enter__(self) -> OutputDir:
         out = Path(os.path.abspath(self.out))
         self.files, self._names = [], set()
         try:
@@ -483,7 +486,7 @@ class OutputDir(_Guarded):
         return self
 
     # -- leaving ----------------------------------------------------------------------------------
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         try:
             if exc_type is None and self._tmp is not None:
                 try:
@@ -724,7 +727,7 @@ class RunFolder(_Guarded):
         self.files: list[str] = []
         self.finished = False
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         out = Path(os.path.abspath(self.out))
         try:
             _check_writable(out)
@@ -805,7 +808,7 @@ class RunFolder(_Guarded):
         self.finished = True
         self._write_manifest()
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         self._cleanup()
         return False
 

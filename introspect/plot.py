@@ -6,7 +6,8 @@ and a legend, and returns an ``(H, W, 3)`` ``uint8`` array for :meth:`introspect
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw

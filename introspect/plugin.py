@@ -101,33 +101,4 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from introspect.cli import (PhaseBars, bundled_image_dir, emit, emit_result, model_and_inputs, model_options,
-                                model_settings, note, open_images, open_model, output_options, parse_arch_args)
-    from introspect.core.targets import resolve_target, resolve_targets
-    from introspect.core.attach import attach, eval_mode
-    from introspect.core.deconvnet import METHODS as PROJECTION_METHODS
-    from introspect.core.deconvnet import MODES as PROJECTION_MODES
-    from introspect.core.deconvnet import (Deconvnet, Frame, cut_windows, layer_field, project_map, readable_errors,
-                                           strongest)
-    from introspect.core.sweep import AUTO_BATCH_BYTES, Sweep, SweepRunner, auto_batch_size, prepare_engine
-    from introspect.core.results import Progress, Result, counted, output_folder, written
-    from introspect.core.results import report as report_progress
-    from introspect.core.display import Shown, drawn_once, notebook_progress, shape_text, short_list, to_pil
-    from introspect.core.device import model_device, model_dtype, refuse_diverged, to_model
-    from introspect.core.layers import (Field, alias_of, aliases, conv_layers, last_conv_layer, layer_names,
-                                        receptive_field, resolve_layer)
-    from introspect.core.rules import RULES, Rule, apply_rule, choice_note, parse_activation_rules
-    from introspect.errors import IntrospectError, closest
-    from introspect.hookspecs import hookimpl
-    from introspect.images import IMAGE_EXTENSIONS, ImageFolderDataset, Preprocess, read_image
-    from introspect.manager import require_method
-    from introspect.models import ModelMeta, get_arch, meta_of
-    from introspect.models.load import FORMAT as CHECKPOINT_FORMAT
-    from introspect.models.load import load_model, resolve_device
-    from introspect.models.train import (TrainConfig, channel_stats, fashion_mnist, image_folder, init_paper,
-                                         is_idx_folder, read_training_checkpoint, split, tie_input_channels,
-                                         train_model)
-    from introspect.occluders import FILLS, fill_image
-    from introspect.plot import line_plot, table_image
-    from introspect.output import OutputDir, check_run_folder, csv_text, is_output_folder, jsonable, read_manifest, save_png
-    from introspect.render import colormap, draw_boxes, grid, heatmap_overlay, to_uint8, with_colorbar
+    pass

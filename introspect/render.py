@@ -11,7 +11,8 @@ Writing files (:class:`OutputDir`, :func:`save_png`, :func:`jsonable`, :func:`cs
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -194,7 +195,7 @@ def heatmap_overlay(image: np.ndarray, values: Any, alpha: float = 0.5, cmap: st
     base = _rgb_array(image)
     if not 0.0 <= alpha <= 1.0:
         raise IntrospectError(f"alpha must be in [0, 1], got {alpha}; e.g. 0.5")
-    methods = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+    methods = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
     if resample not in methods:
         raise IntrospectError(f"unknown resample {resample!r}; use 'bilinear' or 'nearest'")
     v = _as_numpy(values).astype(np.float32)
@@ -213,7 +214,7 @@ def heatmap_overlay(image: np.ndarray, values: Any, alpha: float = 0.5, cmap: st
 # --------------------------------------------------------------------------------------------------
 # text, grids, colorbars, boxes
 # --------------------------------------------------------------------------------------------------
-def _font() -> ImageFont.ImageFont:
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default()
 
 
@@ -233,7 +234,7 @@ def text_size(text: str) -> tuple[int, int]:
 def _bg_color(bg: int | Sequence[int]) -> Color:
     if isinstance(bg, (int, np.integer)):
         return (int(bg),) * 3
-    return tuple(int(c) for c in bg)[:3]
+    return cast(Color, tuple(int(c) for c in bg)[:3])
 
 
 def _ink(bg: Color) -> Color:

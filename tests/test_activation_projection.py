@@ -91,7 +91,11 @@ def test_cli_says_which_rules_are_choices(tmp_path):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "is a choice" in line]
     assert len(lines) == 1
-    assert "Hardswish" in lines[0] and "Hardsigmoid gate" in lines[0] and "--activation-rule hardswish=gradient" in lines[0]
+    assert (
+        "Hardswish" in lines[0]
+        and "Hardsigmoid gate" in lines[0]
+        and "--activation-rule hardswish=gradient" in lines[0]
+    )
     doc = json.loads((tmp_path / "a" / "result.json").read_text())
     assert doc["layers"][0]["activation_rules"] == {"Hardswish": "deconvnet", "ReLU": "deconvnet",
                                                     "Hardsigmoid gate": "fixed"}

@@ -14,12 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from introspect.core import RULES, apply_rule
-from introspect.core.rules import (
-    ACTIVATIONS,
-    choice_note,
-    parse_activation_rules,
-    rules_table,
-)
+from introspect.core.rules import ACTIVATIONS, choice_note, parse_activation_rules, rules_table
 from introspect.errors import IntrospectError
 
 SLOPE, LOW, HIGH = 0.2, 0.1, 0.3

@@ -110,7 +110,11 @@ CASES = [
     ("unknown target class", ["occlusion", "@ckpt", "@photo", "--target", "zebra"], ["zebra"]),
     ("top on empty folder", ["top", "@ckpt", "@empty_folder", "--layer", "conv5"], ["no images", "empty_folder"]),
     ("top on missing folder", ["top", "@ckpt", "@nowhere", "--layer", "conv5"], ["nowhere"]),
-    ("correspondence with one image", ["correspondence", "@ckpt", "@photo", "--parts", "@parts.json"], ["pairs", "at least 2 images"]),
+    (
+        "correspondence with one image",
+        ["correspondence", "@ckpt", "@photo", "--parts", "@parts.json"],
+        ["pairs", "at least 2 images"],
+    ),
 ]
 
 

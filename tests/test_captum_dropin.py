@@ -11,6 +11,7 @@ from captum.testing.helpers import basic_models as bm
 import introspect.captum as ic
 import introspect.core.sweep as sweep_mod
 
+
 def vgg11():
     """VGG11 with a one-layer classifier: its 4096-wide layers would be most of the test's time."""
     model = torchvision.models.vgg11(num_classes=10)
@@ -180,7 +181,10 @@ def test_occlusion_on_captums_convnets(force, one_thread):
     dil = bm.BasicModel_ConvNetWithPaddingDilation().eval().double()
     y = torch.randn(2, 1, 6, 6, dtype=torch.float64)
     ours = ic.Occlusion(dil)
-    close(ours.attribute(y, (1, 3, 3), strides=2, target=2), ca.Occlusion(dil).attribute(y, (1, 3, 3), strides=2, target=2))
+    close(
+        ours.attribute(y, (1, 3, 3), strides=2, target=2),
+        ca.Occlusion(dil).attribute(y, (1, 3, 3), strides=2, target=2),
+    )
     assert ours.last_path in ("incremental", "full")
     one = bm.BasicModel_ConvNet_One_Conv().eval().double()
     z = torch.randn(2, 1, 4, 4, dtype=torch.float64) * 30

@@ -19,8 +19,15 @@ from introspect.errors import IntrospectError
 from introspect.images import Preprocess, load_images
 from introspect.occluders import fill_image, occlude
 from introspect_correspondence import (
-    boxes_per_image, correspondence, default_layers, delta, hamming_matrix, load_parts, normalized_hamming,
-    pair_stats, sign_pattern,
+    boxes_per_image,
+    correspondence,
+    default_layers,
+    delta,
+    hamming_matrix,
+    load_parts,
+    normalized_hamming,
+    pair_stats,
+    sign_pattern,
 )
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)  # gray (0.5) is not the mean: fills differ

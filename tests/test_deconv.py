@@ -11,11 +11,11 @@ from torch import nn
 import introspect
 from introspect.core import attach, receptive_field
 from introspect.core.attach import same_snapshot, snapshot
+from introspect.core.chain import filter_transposed, trace_chain, unpool
+from introspect.core.deconvnet import layer_field
 from introspect.errors import IntrospectError
 from introspect.models import alexnet, zfnet
 from introspect_deconv import Projection, project
-from introspect.core.chain import filter_transposed, trace_chain, unpool
-from introspect.core.deconvnet import layer_field
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning:captum"), pytest.mark.usefixtures("one_thread")]
 

@@ -50,7 +50,12 @@ def test_deconv_writes_grid_arrays_json_and_input(files, tmp_path):
     out = tmp_path / "d"
     result = run(["deconv", files["model"], files["images"][0], "--out", out, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir() if p.name != MANIFEST) == ["conv5.npy", "conv5.png", "input.npy", "result.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MANIFEST) == [
+        "conv5.npy",
+        "conv5.png",
+        "input.npy",
+        "result.json",
+    ]
     projections = np.load(out / "conv5.npy")
     assert projections.dtype == np.float32 and projections.shape == (9, 3, 96, 96)
     model = load_model(files["model"])
@@ -133,8 +138,8 @@ def test_top_writes_figures_arrays_and_json(files, tmp_path):
     assert Image.open(out / "overview.png").size[0] > 100
     entry = doc["maps"][3]["top"][0]
     assert entry["image_name"].endswith(".jpg") and len(entry["box"]) == 4
-    from introspect_deconv import top_k
     from introspect.images import ImageFolderDataset
+    from introspect_deconv import top_k
 
     model = load_model(files["model"])
     api = top_k(model, ImageFolderDataset(files["data"], Preprocess.from_meta(model.introspect_meta)), "conv5",

@@ -14,7 +14,6 @@ from introspect.models import zfnet
 from introspect_deconv import TopK, project, top_k
 from introspect_deconv.top import RunningTopK
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -153,6 +152,7 @@ def test_generic_path_gives_the_same_top_k():
 
 def test_image_folder_and_progress(tmp_path):
     from PIL import Image
+
     from introspect.images import ImageFolderDataset, Preprocess
 
     rng = np.random.default_rng(0)

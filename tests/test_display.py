@@ -96,7 +96,7 @@ def test_repr_png_is_the_main_figure_that_save_writes(results, tmp_path):
 
 
 def test_figure_gives_pil_images_by_name(results):
-    for name, result in results.items():
+    for result in results.values():
         everything = result.figure()
         names = result.figure_names()
         if len(names) == 1:

@@ -143,7 +143,7 @@ def test_several_layers_need_picking_and_channels_per_layer(run, data):
     assert result["conv1"].channels.tolist() == [2, 1] and result["features.0"].selection == "given"
     assert len(result["conv2"].channels) == 3
     with pytest.raises(IntrospectError, match="holds 2 layers"):
-        result.channels
+        _ = result.channels
     with pytest.raises(IntrospectError, match="no layer 'conv4'"):
         result["conv4"]
 
@@ -261,7 +261,9 @@ def test_an_image_folder_kept_in_memory_gives_what_streaming_it_gives(tmp_path, 
 
     for epoch in (1, 2):
         save(tmp_path / f"epoch_{epoch}.pt", make_model(epoch), epoch)
-    folder = ImageFolderDataset(bundled_image_dir(), Preprocess.from_meta(load_model(tmp_path / "epoch_1.pt").introspect_meta))
+    folder = ImageFolderDataset(
+        bundled_image_dir(), Preprocess.from_meta(load_model(tmp_path / "epoch_1.pt").introspect_meta)
+    )
     kept = method.in_memory(folder)
     assert isinstance(kept, torch.Tensor) and kept.shape == (10, 3, 64, 64)
     torch.testing.assert_close(kept[7], folder[7][0], rtol=0, atol=0)

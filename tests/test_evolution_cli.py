@@ -12,8 +12,8 @@ from PIL import Image
 from introspect.cli import build_cli, bundled_image_dir
 from introspect.images import ImageFolderDataset, Preprocess
 from introspect.models import load_model, save_checkpoint, zfnet
-from introspect_evolution import feature_evolution
 from introspect.output import MANIFEST
+from introspect_evolution import feature_evolution
 
 KWARGS = {"num_classes": 3, "widths": [4, 6, 6, 6, 4], "fc": 8, "pool5_size": 1}
 

@@ -16,7 +16,6 @@ from introspect.core.attach import same_snapshot, snapshot
 from introspect.errors import IntrospectError
 from introspect.images import ImageFolderDataset, Preprocess, load_images
 from introspect.models import load_model
-
 from introspect_filters.figure import DEAD, LIVE, filter_tiles, filters_picture, spectrum_picture
 from introspect_filters.method import NEGLIGIBLE_NORM, NEVER_ACTIVE, first_layer_filters
 

@@ -9,7 +9,6 @@ from torch import nn
 import introspect
 from introspect.core.attach import same_snapshot, snapshot
 from introspect.errors import IntrospectError
-
 from introspect_generalization.features import default_layers, extract, pool_size, resolve_layers
 from introspect_generalization.probes import fit, row_space
 from introspect_generalization.sampling import class_index, per_class_splits

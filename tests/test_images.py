@@ -5,23 +5,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import skimage.data as skdata  # noqa: E402  (a dev dependency)
 import torch
 from PIL import Image
 from torchvision import transforms
 
 from introspect import images
 from introspect.errors import IntrospectError
-from introspect.images import (
-    IMAGENET,
-    ImageFolderDataset,
-    Preprocess,
-    find_images,
-    load_image,
-    load_images,
-    read_image,
-)
-
-import skimage.data as skdata  # noqa: E402  (a dev dependency)
+from introspect.images import IMAGENET, ImageFolderDataset, Preprocess, find_images, load_image, load_images, read_image
 
 
 def _one_line_error(excinfo, *words):

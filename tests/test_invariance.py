@@ -20,7 +20,6 @@ from introspect.cli import bundled_image_dir
 from introspect.errors import IntrospectError
 from introspect.images import Preprocess, load_images
 from introspect.models import load_model
-
 from introspect_invariance.method import default_layers, invariance
 from introspect_invariance.transforms import default_values, transform_images
 

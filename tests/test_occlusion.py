@@ -237,8 +237,15 @@ def test_untraceable_model_runs_whole_passes_and_stays_exact(image):
     assert result.mode == "full" and result.fallback.startswith("TraceError")
     ys = range(0, 64 - 16 + 1, 12)
     fill = fill_image(image, "gray")
-    expected = torch.tensor([[torch.softmax(net(occlude(image, (y, x, y + 16, x + 16), fill)), 1)[0, result.targets[0]].item()
-                              for x in ys] for y in ys])
+    expected = torch.tensor(
+        [
+            [
+                torch.softmax(net(occlude(image, (y, x, y + 16, x + 16), fill)), 1)[0, result.targets[0]].item()
+                for x in ys
+            ]
+            for y in ys
+        ]
+    )
     torch.testing.assert_close(result.prob[0], expected, rtol=0, atol=1e-5)
 
 
@@ -337,13 +344,13 @@ def test_a_container_layer_whose_last_traced_op_is_not_its_output_is_still_read_
         for ix, x0 in enumerate(result.xs.tolist()):
             with attach(net, ["block"]) as rec, torch.no_grad():
                 rec.forward(occlude(image, (y, x0, y + 16, x0 + 16), fill))
-            assert float(result.activation[0, iy, ix]) == pytest.approx(float(rec["block"][0, 2].clamp(min=0).sum()), rel=1e-4,
-                                                                       abs=1e-5)
+            assert float(result.activation[0, iy, ix]) == pytest.approx(
+                float(rec["block"][0, 2].clamp(min=0).sum()), rel=1e-4, abs=1e-5
+            )
 
 
 def test_default_batch_size_follows_the_memory_budget(model, image, monkeypatch):
     import introspect.core.sweep
-    import introspect_occlusion.method as method
     from introspect.core.incremental import IncrementalModel, Sweep
 
     ys = torch.arange(0, 64 - 14 + 1, 5)

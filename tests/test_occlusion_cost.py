@@ -50,7 +50,9 @@ def test_a_measured_sweep_gives_the_maps_of_whole_passes(model, image, monkeypat
     assert stats["gather_overhead_s_per_position"] == pytest.approx(
         stats["incremental_s_per_position"] - stats["work_fraction"] * stats["full_s_per_position"], abs=2e-6)
     torch.testing.assert_close(probed.prob, full.prob, rtol=0, atol=1e-5)
-    torch.testing.assert_close(probed.activation, full.activation, rtol=1e-4, atol=1e-4 * float(full.activation.abs().max()))
+    torch.testing.assert_close(
+        probed.activation, full.activation, rtol=1e-4, atol=1e-4 * float(full.activation.abs().max())
+    )
     assert torch.equal(probed.label, full.label)
 
 

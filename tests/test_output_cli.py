@@ -256,7 +256,7 @@ def test_part_names_that_map_to_one_file_name_keep_their_own_files(files, tmp_pa
 def test_boxes_that_are_not_numbers_are_named(files, tmp_path, box):
     """What was seen: NaN, inf and booleans in a box gave "has 4 boxes for 2 images"."""
     parts = tmp_path / "parts.json"
-    parts.write_text('{"eye": %s}' % box)
+    parts.write_text(f'{{"eye": {box}}}')
     result = run("correspondence", files["model"], files["data"] / "0.png", files["data"] / "1.png",
                  "--parts", parts, "--out", tmp_path / "o", ok=False)
     _one_error_line(result, "is not a box", "4 finite numbers")

@@ -118,4 +118,4 @@ def test_register_and_unregister_in_process():
         pm.unregister(plugin)
     assert "mean_activation" not in introspect.methods()
     with pytest.raises(AttributeError):
-        introspect.mean_activation
+        _ = introspect.mean_activation

@@ -1,7 +1,6 @@
 """Tests for introspect.render: display scaling, colormaps, figure layout and all-or-nothing output."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -153,9 +153,10 @@ def test_browse_index_layer_map_image_and_back(browser, site, shots):
 
 def test_a_2048_map_layer_page_opens_well_under_a_second(browser, tmp_path):
     """A layer page of 2,048 maps (ResNet-50's layer4) with lazy thumbnails: time to the load event."""
+    from PIL import Image
+
     from introspect_report.assets import SCRIPT, STYLE
     from introspect_report.site import layer_html
-    from PIL import Image
 
     n, stem, digits = 2048, "layer4", 4
     thumbs = tmp_path / "data" / "layers" / stem / "thumbs"

@@ -20,12 +20,29 @@ from introspect.cli import build_cli
 from introspect.models import load_model, meta_of
 from introspect.models.load import bundled_checkpoint
 from introspect.models.train import (
-    BatchTransform, LRSchedule, TensorImageDataset, TrainConfig, fashion_mnist, init_paper, renormalize_filters,
+    BatchTransform,
+    LRSchedule,
+    TensorImageDataset,
+    TrainConfig,
+    fashion_mnist,
+    init_paper,
+    renormalize_filters,
     train_model,
 )
 from introspect.models.zfnet import ZFNET_ALIASES, pool5_size_for, zfnet
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 TINY = ["--widths", "4,8,8,8,4", "--fc", "8", "--input-size", "32", "--arch-arg", "conv2_stride=1",
         "--arch-arg", "conv2_padding=2", "--init-std", "0.1"]
 
@@ -223,7 +240,9 @@ def test_train_command_checkpoints_and_resume(image_folder, tmp_path):
         assert extra["optimizer"]["param_groups"][0]["momentum"] == 0.9
     model = load_model(full / "epoch_002.pt")
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2) and meta_of(model).classes == ["bright", "dark"]
-    assert (full / "conv1_filters.png").exists() and json.loads((full / "metrics.json").read_text())["last"]["epoch"] == 2
+    assert (full / "conv1_filters.png").exists() and json.loads((full / "metrics.json").read_text())["last"][
+        "epoch"
+    ] == 2
 
     # epoch 1, then resume for epoch 2 elsewhere: the very same weights and momentum buffers
     run_cli("train", image_folder, *TINY, "--epochs", "1", "--batch-size", "4", "--out", half)
@@ -251,14 +270,18 @@ def test_train_command_checkpoints_and_resume(image_folder, tmp_path):
 
 def test_resume_lowers_the_rate_by_hand_and_refuses_new_architecture(image_folder, tmp_path):
     run_cli("train", image_folder, *TINY, "--epochs", "1", "--batch-size", "6", "--out", tmp_path)
-    result = run_cli("train", image_folder, "--resume", tmp_path / "epoch_001.pt", "--epochs", "2", "--lr", "0.001", "--json")
+    result = run_cli(
+        "train", image_folder, "--resume", tmp_path / "epoch_001.pt", "--epochs", "2", "--lr", "0.001", "--json"
+    )
     assert [row["lr"] for row in json.loads(result.stdout)["history"]] == [0.01, 0.001]
     bad = run_cli("train", image_folder, "--resume", tmp_path / "epoch_001.pt", "--widths", "8,8,8,8,8", ok=False)
     assert bad.exit_code == 1 and "--widths cannot change when resuming" in bad.output and "Traceback" not in bad.output
 
 
 def test_table3_ablation_options(image_folder, tmp_path):
-    run_cli("train", image_folder, *TINY, "--drop-layers", "conv3,conv4,fc7", "--no-lrn", "--epochs", "1", "--out", tmp_path)
+    run_cli(
+        "train", image_folder, *TINY, "--drop-layers", "conv3,conv4,fc7", "--no-lrn", "--epochs", "1", "--out", tmp_path
+    )
     model = load_model(tmp_path / "epoch_001.pt")
     names = dict(model.named_modules())
     assert "features.8" not in names and "features.10" not in names and "classifier.4" not in names
@@ -311,7 +334,9 @@ def test_fashion_mnist_idx_files_through_the_command(tmp_path):
     ckpt = torch.load(out / "epoch_001.pt", weights_only=True)
     assert ckpt["classes"] == FASHION_CLASSES and ckpt["input_size"] == [3, 32, 32]
     grey = train_images.astype(np.float64) / 255
-    assert ckpt["mean"] == pytest.approx([round(grey.mean(), 4)] * 3) and ckpt["std"] == pytest.approx([round(grey.std(), 4)] * 3)
+    assert ckpt["mean"] == pytest.approx([round(grey.mean(), 4)] * 3) and ckpt["std"] == pytest.approx(
+        [round(grey.std(), 4)] * 3
+    )
 
     (data / "t10k-labels-idx1-ubyte.gz").unlink()
     bad = run_cli("train", data, *TINY, "--out", tmp_path / "bad", ok=False)
@@ -332,8 +357,15 @@ def test_zfnet_default_is_still_the_paper_network():
     assert sizes == [110, 110, 55, 55, 26, 26, 13, 13, 13, 13, 13, 13, 13, 13, 6]
 
 
-@pytest.mark.parametrize("size,kwargs", [(64, dict(conv1_padding=3, conv2_stride=1, conv2_padding=2)), (100, {}), (65, {}),
-                                         (33, dict(conv1_kernel=5, conv1_stride=1, conv1_padding=2))])
+@pytest.mark.parametrize(
+    "size,kwargs",
+    [
+        (64, dict(conv1_padding=3, conv2_stride=1, conv2_padding=2)),
+        (100, {}),
+        (65, {}),
+        (33, dict(conv1_kernel=5, conv1_stride=1, conv1_padding=2)),
+    ],
+)
 def test_pool5_size_for_matches_a_forward_pass(size, kwargs):
     n = pool5_size_for(size, **kwargs)
     net = zfnet(num_classes=3, widths=(4, 4, 4, 4, 4), fc=4, pool5_size=n, **kwargs)

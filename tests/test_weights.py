@@ -163,7 +163,9 @@ def test_models_lists_weights_from_torchvisions_metadata():
 # bad input: one line each
 # ------------------------------------------------------------------------------------------------
 def test_unknown_weights_lists_the_architectures_weights(torch_home):
-    with pytest.raises(IntrospectError, match=r"unknown weights 'IMAGENET1K_V3' for resnet50.*IMAGENET1K_V1, IMAGENET1K_V2"):
+    with pytest.raises(
+        IntrospectError, match=r"unknown weights 'IMAGENET1K_V3' for resnet50.*IMAGENET1K_V1, IMAGENET1K_V2"
+    ):
         load_model(arch="resnet50", weights="IMAGENET1K_V3")
     with pytest.raises(IntrospectError, match="VGG16_Weights.DEFAULT.*not resnet50's"):
         load_model(arch="resnet50", weights="VGG16_Weights.DEFAULT")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from introspect.core.layers import resolve_layer
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Every module of ``model`` in eval mode (dropout off, batch-norm statistics fixed) for the
     ``with`` block; each module's own ``training`` flag is restored afterwards, also after an error.
 
@@ -42,11 +43,11 @@ class _StopForward(Exception):
 class _RecordHook:
     """A forward hook that stores one module's output in its recorder under ``name``."""
 
-    def __init__(self, recorder: "Recorder", name: str):
+    def __init__(self, recorder: Recorder, name: str):
         self._recorder = weakref.ref(recorder)
         self.name = name
 
-    def __call__(self, module: nn.Module, inputs, output) -> None:
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
         recorder = self._recorder()
         if recorder is None:
             return
@@ -89,7 +90,7 @@ class Recorder:
         self._stop_after: set[str] = set()
 
     # -- context manager -------------------------------------------------------------------------
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         if self._stack is not None:
             raise RuntimeError("this Recorder is already attached; create a new one to attach twice")
         with contextlib.ExitStack() as stack:
@@ -99,7 +100,7 @@ class Recorder:
             self._stack = stack.pop_all()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.close()
@@ -121,7 +122,7 @@ class Recorder:
         canonical, _ = resolve_layer(self.model, name)
         return self.activations[canonical]
 
-    def forward(self, x: torch.Tensor, *, stop: bool = False):
+    def forward(self, x: torch.Tensor, *, stop: bool = False) -> Any:
         """Run ``model(x)`` and return its output, clearing earlier activations first.
 
         With ``stop=True`` the forward pass ends as soon as every recorded layer has produced its

@@ -31,6 +31,7 @@ whether a changed rule still is); the generic autograd path
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -234,7 +235,7 @@ def _tensor(pair, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(pair, dtype=like.dtype, device=like.device)
 
 
-def filter_transposed(windows: torch.Tensor, step: Step, chain: "Chain | None" = None) -> torch.Tensor:
+def filter_transposed(windows: torch.Tensor, step: Step, chain: Chain | None = None) -> torch.Tensor:
     """Filter ``(B, C_out, h, w)`` windows with the transposed weights of a convolution step.
 
     Returns the ``(B, C_in, (h - 1) * stride + span, ...)`` input window (no padding is cut: the
@@ -297,7 +298,9 @@ def fit_to_map(windows: torch.Tensor, origin: torch.Tensor, hw: tuple[int, int])
     return windows.mul_(keep.to(windows.dtype)), origin
 
 
-def gather_windows(table: torch.Tensor, image_index: torch.Tensor, origin: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def gather_windows(
+    table: torch.Tensor, image_index: torch.Tensor, origin: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
     """``table[n, :, y:y + h, x:x + w]`` for each window: ``(B, C, h, w)`` from an ``(N, C, H, W)``
     table, in one indexing operation (on a strided view of all windows); positions outside the
     table read 0.
@@ -440,7 +443,7 @@ def trace_chain(model: nn.Module, x: torch.Tensor, target: nn.Module) -> Chain |
     """
     leaves = [(n, m) for n, m in model.named_modules() if n and next(m.children(), None) is None]
     steps: list[Step] = []
-    state = {"depth": 0, "broken": False, "done": False, "last": None, "out": None}
+    state: dict[str, Any] = {"depth": 0, "broken": False, "done": False, "last": None, "out": None}
 
     def enter(module, args):
         state["depth"] += 1

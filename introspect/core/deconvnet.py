@@ -21,12 +21,10 @@ import torch
 from torch import nn
 
 from introspect.core.attach import attach, eval_mode
-from introspect.core.layers import resolve_layer
-from introspect.core.rules import Rule, apply_rule, resolve_rule
-from introspect.core.layers import Field
-from introspect.errors import IntrospectError
-
 from introspect.core.chain import Chain, gather_windows, trace_chain
+from introspect.core.layers import Field, resolve_layer
+from introspect.core.rules import Rule, apply_rule, resolve_rule
+from introspect.errors import IntrospectError
 
 MODES = ("max", "map")
 METHODS = ("auto", "chain", "autograd")
@@ -67,7 +65,7 @@ class Frame:
     whole: tuple[bool, bool]
 
     @classmethod
-    def of(cls, field: Field, image_hw: tuple[int, int], mode: str) -> "Frame":
+    def of(cls, field: Field, image_hw: tuple[int, int], mode: str) -> Frame:
         whole = tuple(mode == "map" or field.is_global or field.size[a] >= image_hw[a] for a in range(2))
         size = tuple(image_hw[a] if whole[a] else field.size[a] for a in range(2))
         lo = tuple(0 if whole[a] else field.lo[a] for a in range(2))
@@ -75,7 +73,7 @@ class Frame:
         return cls(size, lo, jump, whole)
 
     @classmethod
-    def whole(cls, image_hw: tuple[int, int]) -> "Frame":
+    def whole(cls, image_hw: tuple[int, int]) -> Frame:
         """The whole image as the window (what mode ``"map"`` uses)."""
         return cls(tuple(image_hw), (0, 0), (0, 0), (True, True))
 

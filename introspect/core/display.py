@@ -23,12 +23,13 @@ import html
 import io
 import sys
 import time
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 from introspect.errors import IntrospectError
 
 #: A named picture: a function drawing it (``H x W x 3`` uint8), or why it cannot be drawn.
-Picture = Union[Callable[[], Any], str]
+Picture = Callable[[], Any] | str
 
 
 def to_pil(picture):
@@ -170,7 +171,7 @@ class NotebookBars:
     def __init__(self, every: float = 0.1):
         self.every = every
         self.phase: str | None = None
-        self.handle = None
+        self.handle: Any = None
         self.start = self.last = 0.0
         self.updates = 0
 
@@ -207,4 +208,14 @@ def notebook_progress(method: Callable) -> Callable:
     return wrapper
 
 
-__all__ = ["Shown", "Picture", "drawn_once", "to_pil", "shape_text", "short_list", "in_notebook", "NotebookBars", "notebook_progress"]
+__all__ = [
+    "Shown",
+    "Picture",
+    "drawn_once",
+    "to_pil",
+    "shape_text",
+    "short_list",
+    "in_notebook",
+    "NotebookBars",
+    "notebook_progress",
+]

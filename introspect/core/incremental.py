@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -108,7 +109,7 @@ class Window:
     ox: torch.Tensor  # (N,) long
     map_hw: tuple[int, int]
 
-    def slice(self, a: int, b: int) -> "Window":
+    def slice(self, a: int, b: int) -> Window:
         return Window(self.hw, self.oy[a:b], self.ox[a:b], self.map_hw)
 
     @property
@@ -586,7 +587,7 @@ class IncrementalModel:
     # -- running a batch ----------------------------------------------------------------------------
     @torch.no_grad()
     def run(self, steps: dict[fx.Node, Step], fill: torch.Tensor, a: int, b: int,
-            readout: Callable[[str, "State", int], None] | None = None) -> torch.Tensor:
+            readout: Callable[[str, State, int], None] | None = None) -> torch.Tensor:
         """Outputs (``(b - a) x ...``) for positions ``a:b`` of the planned sweep.
 
         ``readout(layer_name, state, batch)`` is called with the :class:`State` of each layer node.
@@ -606,7 +607,7 @@ class IncrementalModel:
                     values.pop(src, None)
         return values[self.output_node].full(batch)
 
-    def _run_node(self, node, step: Step, values, fill, a, b, batch) -> "State":
+    def _run_node(self, node, step: Step, values, fill, a, b, batch) -> State:
         clean = self.cache[node]
         if step.kind in ("const", "clean"):
             return State(step.kind, clean, clean)

@@ -12,8 +12,9 @@ linear layers) make it the whole image. This works for any module, residual netw
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, asdict
-from typing import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from introspect.errors import IntrospectError, closest
+
+Pair = tuple[int, int]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class Field:
     is_global: bool = False
 
     @classmethod
-    def identity(cls) -> "Field":
+    def identity(cls) -> Field:
         return cls((1, 1), (1, 1), (0, 0))
 
     def receptive_box(self, oy: int, ox: int, image_hw: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
@@ -182,30 +185,32 @@ class Field:
             out.append((first, max(first, last + 1)))
         return (out[0][0], out[1][0], out[0][1], out[1][1])
 
-    def then(self, kernel, stride, padding, dilation=(1, 1)) -> "Field":
+    def then(self, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair = (1, 1)) -> Field:
         """The field after a sliding-window layer (convolution or pooling) on this map."""
         if self.is_global:
             return self
-        size = tuple(self.size[a] + (kernel[a] - 1) * dilation[a] * self.jump[a] for a in range(2))
-        lo = tuple(self.lo[a] - padding[a] * self.jump[a] for a in range(2))
-        jump = tuple(self.jump[a] * stride[a] for a in range(2))
+        size = (self.size[0] + (kernel[0] - 1) * dilation[0] * self.jump[0],
+                self.size[1] + (kernel[1] - 1) * dilation[1] * self.jump[1])
+        lo = (self.lo[0] - padding[0] * self.jump[0], self.lo[1] - padding[1] * self.jump[1])
+        jump = (self.jump[0] * stride[0], self.jump[1] * stride[1])
         return Field(size, jump, lo)
 
-    def union(self, other: "Field") -> "Field":
+    def union(self, other: Field) -> Field:
         """The field of an element-wise combination (a residual sum) of two maps."""
         if self.is_global or other.is_global:
             return Field(self.size, self.jump, self.lo, True)
         if self.jump != other.jump:
             return Field(self.size, self.jump, self.lo, True)
-        lo = tuple(min(self.lo[a], other.lo[a]) for a in range(2))
-        hi = tuple(max(self.lo[a] + self.size[a], other.lo[a] + other.size[a]) for a in range(2))
-        return Field(tuple(hi[a] - lo[a] for a in range(2)), self.jump, lo)
+        lo = (min(self.lo[0], other.lo[0]), min(self.lo[1], other.lo[1]))
+        hi = (max(self.lo[0] + self.size[0], other.lo[0] + other.size[0]),
+              max(self.lo[1] + self.size[1], other.lo[1] + other.size[1]))
+        return Field((hi[0] - lo[0], hi[1] - lo[1]), self.jump, lo)
 
-    def as_global(self) -> "Field":
+    def as_global(self) -> Field:
         return Field(self.size, self.jump, self.lo, True)
 
 
-def _pair(v) -> tuple[int, int]:
+def _pair(v: Any) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return (int(v[0]), int(v[-1])) if len(v) else (1, 1)
     return (int(v), int(v))
@@ -250,11 +255,11 @@ class _FieldMode(TorchFunctionMode):
         super().__init__()
         self.fields: dict[int, tuple[torch.Tensor, Field]] = {}
 
-    def field(self, t) -> Field | None:
+    def field(self, t: object) -> Field | None:
         entry = self.fields.get(id(t)) if isinstance(t, torch.Tensor) else None
         return entry[1] if entry is not None and entry[0] is t else None
 
-    def set(self, t, field: Field) -> None:
+    def set(self, t: object, field: Field) -> None:
         if isinstance(t, torch.Tensor):
             self.fields[id(t)] = (t, field)
 
@@ -286,8 +291,11 @@ class _FieldMode(TorchFunctionMode):
                 stride_v = _arg(args, kwargs, 2, "stride", None)
                 stride = kernel if stride_v in (None, [], ()) else _pair(stride_v)
                 padding = _pair(_arg(args, kwargs, 3, "padding", 0))
-                dilation = _pair(_arg(args, kwargs, 4, "dilation", 1)) if "max" in getattr(func, "__name__", "") else (1, 1)
-            new = self.field(x).then(kernel, stride, padding, dilation) if self.field(x) else first
+                dilation = (
+                    _pair(_arg(args, kwargs, 4, "dilation", 1)) if "max" in getattr(func, "__name__", "") else (1, 1)
+                )
+            before = self.field(x)
+            new = before.then(kernel, stride, padding, dilation) if before else first
         elif func in _GLOBAL:
             x = args[0] if args else None
             same = (
@@ -330,12 +338,12 @@ class LayerInfo:
 
     @property
     def field(self) -> Field | None:
-        if self.rf_size is None:
+        if self.rf_size is None or self.rf_stride is None or self.rf_lo is None:
             return None
         return Field(self.rf_size, self.rf_stride, self.rf_lo, self.is_global)
 
 
-def layer_table(model: nn.Module, input_size=(3, 224, 224)) -> list[LayerInfo]:
+def layer_table(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> list[LayerInfo]:
     """Trace one forward pass of a zero image and describe every module.
 
     Args:
@@ -395,7 +403,9 @@ def layer_table(model: nn.Module, input_size=(3, 224, 224)) -> list[LayerInfo]:
     return rows
 
 
-def receptive_field(model: nn.Module, layer: str | nn.Module, input_size=(3, 224, 224)) -> Field:
+def receptive_field(
+    model: nn.Module, layer: str | nn.Module, input_size: Sequence[int] = (3, 224, 224)
+) -> Field:
     """The :class:`Field` of the units of ``layer`` for an input of ``input_size`` ``(C, H, W)``."""
     name, _ = resolve_layer(model, layer)
     for row in layer_table(model, input_size):

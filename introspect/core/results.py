@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 #: ``progress(phase, done, total)``: ``done`` of ``total`` units of stage ``phase`` are finished.
 Progress = Callable[[str, int, int], None]
@@ -28,7 +29,7 @@ class Result(Protocol):
         """A JSON-ready summary: numbers, names and shapes, no tensors."""
         ...
 
-    def save(self, out: Union[str, "os.PathLike[str]", Any]) -> list[Path]:
+    def save(self, out: str | os.PathLike[str] | Any) -> list[Path]:
         """Write the result's pictures (PNG), arrays (``.npy``) and ``result.json`` into folder ``out``
         (created if needed; nothing is left half-written on error) and return the paths written.
         ``out`` may also be an open :class:`introspect.output.OutputDir` (a command opens it before
@@ -53,7 +54,7 @@ def counted(progress: Progress | None, phase: str, total: int) -> Callable[[int]
 
 
 @contextlib.contextmanager
-def output_folder(out) -> Iterator[Any]:
+def output_folder(out: Any) -> Iterator[Any]:
     """``out`` as an open :class:`~introspect.output.OutputDir`: the one given (its owner commits it),
     or a new one for folder ``out``, committed when the block ends (nothing written on error)."""
     from introspect.output import OutputDir
@@ -65,7 +66,7 @@ def output_folder(out) -> Iterator[Any]:
             yield od
 
 
-def written(od, names: Sequence[str]) -> list[Path]:
+def written(od: Any, names: Sequence[str]) -> list[Path]:
     """The final paths of files ``names`` (relative) written into ``od``, sorted."""
     return sorted(od.out / name for name in names)
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
@@ -158,11 +158,13 @@ class Rule:
             object.__setattr__(self, "gate", "fixed" if self.relu in ("deconvnet", "guided") else "through")
         for field_name in ("lrn", "batchnorm"):
             if getattr(self, field_name) not in ("pass", "gradient"):
-                raise IntrospectError(f"{field_name} rule must be 'pass' or 'gradient', not {getattr(self, field_name)!r}")
+                raise IntrospectError(
+                    f"{field_name} rule must be 'pass' or 'gradient', not {getattr(self, field_name)!r}"
+                )
         if self.gate not in ("fixed", "through"):
             raise IntrospectError(f"gate rule must be 'fixed' or 'through', not {self.gate!r}")
 
-    def but(self, **changes) -> Rule:
+    def but(self, **changes: str) -> Rule:
         """A copy with some fields changed, e.g. ``RULES['deconvnet'].but(lrn='gradient')`` or, per
         activation type, ``RULES['deconvnet'].but(silu='gradient', gelu='pass')``."""
         known = {f.name for f in fields(self)}
@@ -190,7 +192,7 @@ RULES: dict[str, Rule] = {
 }
 
 
-def parse_activation_rules(base: str | Rule, items) -> Rule:
+def parse_activation_rules(base: str | Rule, items: Iterable[str]) -> Rule:
     """``base`` with ``TYPE=RULE`` items applied (the CLI's ``--activation-rule silu=gradient``).
 
     ``TYPE`` is a field of :class:`Rule` (``silu``) or a torch class name (``SiLU``), case-insensitive.
@@ -295,7 +297,9 @@ def _per_channel(weight: torch.Tensor, like: torch.Tensor) -> Callable:
     return lambda grad: torch.where(grad >= 0, grad, grad * w)
 
 
-def ruled(kind: str, x: torch.Tensor, y: torch.Tensor | None, fn: Callable, signal: Callable) -> torch.Tensor:
+def ruled(
+    kind: str, x: torch.Tensor, y: torch.Tensor | None, fn: Callable | None, signal: Callable
+) -> torch.Tensor:
     """The output of an activation ``y = fn(x)`` with backward rule ``kind`` (one of :data:`KINDS`).
 
     ``y`` is the output already computed with autograd (``None``: compute ``fn(x)`` here); ``signal``
@@ -306,6 +310,8 @@ def ruled(kind: str, x: torch.Tensor, y: torch.Tensor | None, fn: Callable, sign
     if kind == "pass":
         return _Replace.apply(x, (lambda _: y.detach().clone()) if y is not None else fn, _identity)
     if y is None:
+        if fn is None:
+            raise TypeError("ruled() needs fn when y is None")
         y = fn(x)
     return _Signal.apply(y, signal) if kind == "guided" else y
 
@@ -313,7 +319,7 @@ def ruled(kind: str, x: torch.Tensor, y: torch.Tensor | None, fn: Callable, sign
 # --------------------------------------------------------------------------------------------------
 # which call is which activation
 # --------------------------------------------------------------------------------------------------
-def _arg(args, kwargs, index: int, name: str, default):
+def _arg(args: Sequence[Any], kwargs: dict[str, Any], index: int, name: str, default: Any) -> Any:
     if name in kwargs:
         return kwargs[name]
     return args[index] if len(args) > index else default
@@ -337,7 +343,7 @@ def _prelu_signal(args, kwargs):
     return _per_channel(_arg(args, kwargs, 1, "weight", None), args[0])
 
 
-def _hardtanh_key(args, kwargs) -> str:
+def _hardtanh_key(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
     low = float(_arg(args, kwargs, 1, "min_val", -1.0))
     high = float(_arg(args, kwargs, 2, "max_val", 1.0))
     return "relu6" if (low, high) == (0.0, 6.0) else "hardtanh"
@@ -476,7 +482,7 @@ class _RuleMode(TorchFunctionMode):
         ident = id(out)
         gates = self._gates
 
-        def forget(_ref) -> None:
+        def forget(_ref: object) -> None:
             gates.pop(ident, None)
 
         gates[ident] = (weakref.ref(out, forget), key, numel)
@@ -523,7 +529,7 @@ class _RuleMode(TorchFunctionMode):
                 return _PassThrough.apply(args[0], func(*args, **kwargs))
         return func(*args, **kwargs)
 
-    def activation(self, key: str, func, args, kwargs) -> torch.Tensor:
+    def activation(self, key: str, func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         """The output of one activation call, with the rule of its type."""
         if func in (F.hardtanh, F.hardtanh_):
             key = _hardtanh_key(args, kwargs)
@@ -627,7 +633,7 @@ class _Whole:
 
 
 @contextlib.contextmanager
-def apply_rule(model: nn.Module, rule: str | Rule = "deconvnet", *, seen: dict | None = None):
+def apply_rule(model: nn.Module, rule: str | Rule = "deconvnet", *, seen: dict | None = None) -> Iterator[Rule]:
     """Apply a backward rule to every forward pass of ``model`` inside the ``with`` block.
 
     Args:

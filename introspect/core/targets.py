@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 from introspect.errors import IntrospectError
 

@@ -7,8 +7,8 @@ mode with its :class:`ModelMeta` attached as ``model.introspect_meta``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 
@@ -72,7 +72,9 @@ class ArchSpec:
         try:
             return self.builder(**kwargs)
         except TypeError as exc:
-            raise IntrospectError(f"cannot build architecture {self.name!r} with {kwargs}: {exc}; check the arguments") from None
+            raise IntrospectError(
+                f"cannot build architecture {self.name!r} with {kwargs}: {exc}; check the arguments"
+            ) from None
 
 
 def architectures() -> dict[str, ArchSpec]:
@@ -104,9 +106,9 @@ def meta_of(model: nn.Module) -> ModelMeta:
     return meta if isinstance(meta, ModelMeta) else ModelMeta()
 
 
-from introspect.models.load import load_model, save_checkpoint, resolve_device  # noqa: E402
-from introspect.models.zfnet import ZFNet, zfnet  # noqa: E402
 from introspect.models.alexnet import AlexNet, alexnet, alexnet_torchvision  # noqa: E402
+from introspect.models.load import load_model, resolve_device, save_checkpoint  # noqa: E402
+from introspect.models.zfnet import ZFNet, zfnet  # noqa: E402
 
 __all__ = [
     "ModelMeta", "ArchSpec", "architectures", "get_arch", "meta_of", "load_model", "save_checkpoint",

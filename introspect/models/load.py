@@ -126,6 +126,7 @@ def load_model(
         if not path.exists():
             raise IntrospectError("no model given and no bundled model installed; pass a MODEL file or --arch NAME")
     if path is None:
+        assert arch is not None  # the bundled model was taken above when both are None
         spec = get_arch(arch)
         model = spec.build(**(arch_kwargs or {}))
         meta = ModelMeta(arch=arch, arch_kwargs=dict(arch_kwargs or {}), input_size=spec.input_size,
@@ -133,7 +134,9 @@ def load_model(
     else:
         path = Path(path)
         if not path.exists():
-            raise IntrospectError(f"model file not found: {path}; check the path (or leave MODEL out to use the bundled model)")
+            raise IntrospectError(
+                f"model file not found: {path}; check the path (or leave MODEL out to use the bundled model)"
+            )
         if path.is_dir():
             raise IntrospectError(f"model path {path} is a folder; pass a model file")
         if path.stat().st_size == 0:
@@ -162,8 +165,7 @@ def read_model_file(path: Path, *, arch: str | None, trust_pickle: bool, arch_kw
     from introspect.models import ModelMeta, get_arch
 
     if path.suffix.lower() == ".safetensors":
-        state = read_safetensors(path)
-        obj = state
+        obj: object = read_safetensors(path)
     else:
         obj = _torch_load(path, trust_pickle)
     if isinstance(obj, nn.Module):
@@ -173,10 +175,13 @@ def read_model_file(path: Path, *, arch: str | None, trust_pickle: bool, arch_kw
     state = _find_state_dict(obj)
     if state is None:
         raise IntrospectError(
-            f"{path} holds a {type(obj).__name__}, not a model: expected an introspect checkpoint, a state dict or a module"
+            f"{path} holds a {type(obj).__name__}, not a model: "
+            "expected an introspect checkpoint, a state dict or a module"
         )
     if arch is None:
-        raise IntrospectError(f"{path} is a plain state dict without an architecture; pass --arch NAME (see `introspect models`)")
+        raise IntrospectError(
+            f"{path} is a plain state dict without an architecture; pass --arch NAME (see `introspect models`)"
+        )
     kwargs = dict(arch_kwargs or {})
     spec = get_arch(arch)
     model, used = _build_matching(arch, state, kwargs)
@@ -190,19 +195,38 @@ def _torch_load(path: Path, trust_pickle: bool):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _is_pickle(path):
-            raise IntrospectError(f"cannot read model file {path}: corrupt or not a PyTorch file ({_first_line(exc)}); check the file") from None
+            raise IntrospectError(
+                f"cannot read model file {path}: corrupt or not a PyTorch file ({_first_line(exc)}); check the file"
+            ) from None
         if not trust_pickle:
             raise IntrospectError(
                 f"{path} is a pickled Python object, and unpickling can run arbitrary code; "
                 "re-run with --trust-pickle only if you trust its source, or save a state dict instead"
             ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, struct.error, AttributeError,
-            TypeError, KeyError, IndexError, RecursionError, OverflowError, MemoryError) as exc:
-        raise IntrospectError(f"cannot read model file {path}: corrupt or not a PyTorch file ({_first_line(exc)}); check the file") from None
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        struct.error,
+        AttributeError,
+        TypeError,
+        KeyError,
+        IndexError,
+        RecursionError,
+        OverflowError,
+        MemoryError,
+    ) as exc:
+        raise IntrospectError(
+            f"cannot read model file {path}: corrupt or not a PyTorch file ({_first_line(exc)}); check the file"
+        ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # the file's own code failed: report it, do not crash
-        raise IntrospectError(f"cannot unpickle {path}: {_first_line(exc)}; check the file and its code's imports") from None
+        raise IntrospectError(
+            f"cannot unpickle {path}: {_first_line(exc)}; check the file and its code's imports"
+        ) from None
     if not isinstance(obj, nn.Module) and _find_state_dict(obj) is None:
         raise IntrospectError(f"{path} unpickled to a {type(obj).__name__}, not a model; pass a module or a state dict")
     return obj
@@ -288,16 +312,20 @@ def _from_checkpoint(path: Path, ckpt: dict, arch: str | None):
 
     _check_checkpoint(path, ckpt)
     if ckpt.get("version", 1) > VERSION:
-        raise IntrospectError(f"{path} was written by a newer introspect (format {ckpt['version']}); upgrade introspect")
+        raise IntrospectError(
+            f"{path} was written by a newer introspect (format {ckpt['version']}); upgrade introspect"
+        )
     file_arch = ckpt.get("arch")
     if arch is not None and file_arch is not None and arch != file_arch:
-        raise IntrospectError(f"{path} is a {file_arch!r} checkpoint but --arch {arch} was given; drop --arch or pass the right one")
+        raise IntrospectError(
+            f"{path} is a {file_arch!r} checkpoint but --arch {arch} was given; drop --arch or pass the right one"
+        )
     name = file_arch or arch
     if name is None:
         raise IntrospectError(f"{path} does not name its architecture; pass --arch NAME")
     spec = get_arch(name)
     kwargs = dict(ckpt.get("arch_kwargs") or {})
-    model, name = _build_matching(name, _find_state_dict(ckpt["state_dict"]), kwargs)
+    model, name = _build_matching(name, _find_state_dict(ckpt["state_dict"]) or {}, kwargs)
     meta = ModelMeta(
         arch=name,
         arch_kwargs=kwargs,
@@ -329,7 +357,9 @@ def _mismatch(model: nn.Module, state: dict) -> str | None:
     if missing:
         parts.append(f"missing keys {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
     if unexpected:
-        parts.append(f"unexpected keys {unexpected[:3]}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+        parts.append(
+            f"unexpected keys {unexpected[:3]}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else "")
+        )
     return "; ".join(parts)
 
 
@@ -375,7 +405,9 @@ def _build_matching(arch: str, state: dict, kwargs: dict):
             model.load_state_dict(state, strict=True)
             return model, name
         first_error = first_error or problem
-    raise IntrospectError(f"the weights do not fit architecture {arch!r}: {first_error}; pass the --arch the file was saved from")
+    raise IntrospectError(
+        f"the weights do not fit architecture {arch!r}: {first_error}; pass the --arch the file was saved from"
+    )
 
 
 _ST_DTYPES = {
@@ -406,9 +438,21 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             tensor = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             out[key] = tensor.reshape(info["shape"]).clone()
         return out
-    except (struct.error, ValueError, KeyError, TypeError, RuntimeError, AttributeError, RecursionError,
-            OverflowError, IndexError, MemoryError) as exc:
-        raise IntrospectError(f"cannot read {path}: corrupt safetensors file ({_first_line(exc)}); check the file") from None
+    except (
+        struct.error,
+        ValueError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+        AttributeError,
+        RecursionError,
+        OverflowError,
+        IndexError,
+        MemoryError,
+    ) as exc:
+        raise IntrospectError(
+            f"cannot read {path}: corrupt safetensors file ({_first_line(exc)}); check the file"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -451,9 +495,19 @@ def checkpoint_dict(model: nn.Module, *, arch: str | None = None, arch_kwargs: d
     }
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str | None = None, arch_kwargs: dict | None = None,
-                    classes=None, input_size=None, mean=None, std=None, aliases=None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
+    classes=None,
+    input_size=None,
+    mean=None,
+    std=None,
+    aliases=None,
+    extra: dict | None = None,
+) -> Path:
     """Write an introspect checkpoint that loads with ``torch.load(weights_only=True)``.
 
     Args:

@@ -27,9 +27,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -233,7 +234,9 @@ class TensorImageDataset(Dataset):
         self.targets = torch.as_tensor(targets, dtype=torch.long)
         self.classes = [str(c) for c in classes]
         if images.dim() != 4 or len(self.targets) != len(images):
-            raise IntrospectError(f"images {tuple(images.shape)} and {len(self.targets)} labels do not match; check the data")
+            raise IntrospectError(
+                f"images {tuple(images.shape)} and {len(self.targets)} labels do not match; check the data"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -241,7 +244,7 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, index: int):
         return self.images[index], int(self.targets[index])
 
-    def subset(self, indices: torch.Tensor) -> "TensorImageDataset":
+    def subset(self, indices: torch.Tensor) -> TensorImageDataset:
         """The images at ``indices`` (a new dataset sharing the class names)."""
         return TensorImageDataset(self.images[indices], self.targets[indices], self.classes)
 
@@ -278,7 +281,9 @@ def _copy_idx(src: Path, dest: Path) -> None:
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         if tmp.exists():
             tmp.unlink()
-        raise IntrospectError(f"cannot unpack {src} into {dest.parent}: {exc}; check the file and the --out folder") from None
+        raise IntrospectError(
+            f"cannot unpack {src} into {dest.parent}: {exc}; check the file and the --out folder"
+        ) from None
 
 
 def fashion_mnist(folder: str | os.PathLike, cache: str | os.PathLike) -> tuple[TensorImageDataset, TensorImageDataset]:
@@ -310,23 +315,29 @@ def fashion_mnist(folder: str | os.PathLike, cache: str | os.PathLike) -> tuple[
     folder, cache = Path(folder), Path(cache)
     found = {name: _find_idx(folder, name) for name in IDX_FILES}
     missing = [name for name, path in found.items() if path is None]
+    present = {name: path for name, path in found.items() if path is not None}
     if missing:
         raise IntrospectError(
             f"{folder} lacks the Fashion-MNIST file(s) {', '.join(missing)} (.gz or unpacked); "
             "pass the folder holding all four IDX files"
         )
     raw = cache / "FashionMNIST" / "raw"
-    for name, src in found.items():
+    for name, src in present.items():
         _copy_idx(src, raw / name)
     sets = []
     for train in (True, False):
         try:
             ds = FashionMNIST(str(cache), train=train, download=False)
         except Exception as exc:  # torchvision raises AssertionError/RuntimeError/ValueError on bad files
-            raise IntrospectError(f"cannot read the IDX files in {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-                                  "check that they are Fashion-MNIST IDX files") from None
+            raise IntrospectError(
+                f"cannot read the IDX files in {folder}: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                "check that they are Fashion-MNIST IDX files"
+            ) from None
         if len(ds.data) != len(ds.targets) or len(ds.data) == 0:
-            raise IntrospectError(f"the IDX files in {folder} hold {len(ds.data)} images but {len(ds.targets)} labels; check the files")
+            raise IntrospectError(
+                f"the IDX files in {folder} hold {len(ds.data)} images but {len(ds.targets)} labels; check the files"
+            )
         if int(ds.targets.max()) >= len(ds.classes) or int(ds.targets.min()) < 0:
             raise IntrospectError(f"the IDX labels in {folder} are outside 0..{len(ds.classes) - 1}; check the files")
         sets.append(TensorImageDataset(ds.data.unsqueeze(1), ds.targets, ds.classes))
@@ -358,11 +369,16 @@ def image_folder(root: str | os.PathLike, input_size: Sequence[int]):
     from introspect.images import ImageFolderDataset, Preprocess
 
     c = int(input_size[0])
-    ds = ImageFolderDataset(root, Preprocess(tuple(input_size), (0.0,) * c, (1.0,) * c))
+    size = (c, int(input_size[1]), int(input_size[2]))
+    ds = ImageFolderDataset(root, Preprocess(size, (0.0,) * c, (1.0,) * c))
     if not ds.classes:
-        raise IntrospectError(f"{root} has no class subfolders; put each class's images in its own subfolder (root/cat/..., root/dog/...)")
+        raise IntrospectError(
+            f"{root} has no class subfolders; put each class's images in its own subfolder (root/cat/..., root/dog/...)"
+        )
     if len(ds.classes) < 2:
-        raise IntrospectError(f"{root} has only one class ({ds.classes[0]}); training a classifier needs at least two subfolders")
+        raise IntrospectError(
+            f"{root} has only one class ({ds.classes[0]}); training a classifier needs at least two subfolders"
+        )
     return ds
 
 
@@ -390,9 +406,9 @@ def split(dataset, fraction: float, seed: int = 0):
         return dataset.subset(train_idx), dataset.subset(val_idx)
     from torch.utils.data import Subset
 
-    parts = []
+    parts: list[Any] = []
     for idx in (train_idx, val_idx):
-        part = Subset(dataset, idx.tolist())
+        part: Any = Subset(dataset, idx.tolist())
         part.classes = list(dataset.classes)
         part.targets = _targets(dataset)[idx]
         parts.append(part)
@@ -440,7 +456,9 @@ def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     if x.shape[1] == 3 and channels == 1:
         weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x * weights).sum(1, keepdim=True)
-    raise IntrospectError(f"images with {x.shape[1]} channels cannot feed a {channels}-channel model; use --input-size {x.shape[1]},H,W")
+    raise IntrospectError(
+        f"images with {x.shape[1]} channels cannot feed a {channels}-channel model; use --input-size {x.shape[1]},H,W"
+    )
 
 
 class BatchTransform:
@@ -469,7 +487,9 @@ class BatchTransform:
         self.input_size = tuple(int(v) for v in input_size)
         c, h, w = self.input_size
         if pad < 0 or pad >= min(h, w):
-            raise IntrospectError(f"the crop margin {pad} must be between 0 and {min(h, w) - 1} pixels; choose another --crop-pad")
+            raise IntrospectError(
+                f"the crop margin {pad} must be between 0 and {min(h, w) - 1} pixels; choose another --crop-pad"
+            )
         self.mean = torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1)
         self.std = torch.tensor([float(s) for s in std]).view(1, -1, 1, 1)
         if self.mean.numel() != c or self.std.numel() != c:
@@ -492,7 +512,9 @@ class BatchTransform:
         top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
         return x[..., top:top + h, left:left + w]
 
-    def __call__(self, x: torch.Tensor, *, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Transform ``x`` (``N x C' x h x w``); random crops and flips only when ``train``."""
         x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
         x = self._resize(x)
@@ -581,7 +603,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if "lr_steps" in known:
             known["lr_steps"] = tuple(int(s) for s in known["lr_steps"])
@@ -666,7 +688,9 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, transform: BatchTransform, batch_size: int = 256, workers: int = 0) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, dataset, transform: BatchTransform, batch_size: int = 256, workers: int = 0
+) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``dataset`` (no augmentation).
 
     Args:
@@ -795,7 +819,10 @@ def train_model(
     if resume is not None:
         extra = resume.get("extra") or {}
         if "optimizer" not in extra or "epoch" not in extra:
-            raise IntrospectError("the checkpoint to resume from has no optimizer state; resume from an epoch_*.pt written by `introspect train`")
+            raise IntrospectError(
+                "the checkpoint to resume from has no optimizer state; "
+                "resume from an epoch_*.pt written by `introspect train`"
+            )
         model.load_state_dict(resume["state_dict"])
         from introspect.core.device import refuse_diverged
 
@@ -813,7 +840,8 @@ def train_model(
     if len(train_set) == 0:
         raise IntrospectError("the training set is empty; give a folder with images")
 
-    result = TrainResult(arch=arch, arch_kwargs=dict(arch_kwargs), classes=classes, input_size=input_size,
+    size = (int(input_size[0]), int(input_size[1]), int(input_size[2]))
+    result = TrainResult(arch=arch, arch_kwargs=dict(arch_kwargs), classes=classes, input_size=size,
                          mean=mean, std=std, history=history)
     began = time.perf_counter()
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -824,14 +852,16 @@ def train_model(
             row = _train_epoch(model, train_set, optimizer, schedule, transform, config, epoch, progress)
             for name, data in (("val", val_set), ("test", test_set)):
                 if data is not None:
-                    row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(model, data, transform, max(config.batch_size, 256), config.workers)
+                    row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
+                        model, data, transform, max(config.batch_size, 256), config.workers
+                    )
             watched = row.get("val_loss", row["train_loss"])
             schedule.step(epoch, watched)
             history.append(row)
             extra = {"epoch": epoch, "optimizer": _cpu(optimizer.state_dict()), "scheduler": schedule.state_dict(),
                      "metrics": [dict(r) for r in history], "config": config.to_dict()}
             name = f"epoch_{epoch:03d}.pt"
-            run.write(name, lambda path: save_checkpoint(path, model, arch=arch, arch_kwargs=arch_kwargs,
+            run.write(name, lambda path, extra=extra: save_checkpoint(path, model, arch=arch, arch_kwargs=arch_kwargs,
                                                          classes=classes, input_size=input_size, mean=mean,
                                                          std=std, extra=extra))
             result.seconds = time.perf_counter() - began
@@ -858,7 +888,9 @@ def _summary(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _train_epoch(model, train_set, optimizer, schedule, transform, config: TrainConfig, epoch: int, progress: bool) -> dict:
+def _train_epoch(
+    model, train_set, optimizer, schedule, transform, config: TrainConfig, epoch: int, progress: bool
+) -> dict:
     import click
 
     began = time.perf_counter()
@@ -884,7 +916,9 @@ def _train_epoch(model, train_set, optimizer, schedule, transform, config: Train
             out = model(x)
             loss = F.cross_entropy(out, y)
             if not torch.isfinite(loss):
-                raise IntrospectError(f"the loss became {float(loss)} in epoch {epoch}; lower --lr (e.g. {schedule.lr / 10:g})")
+                raise IntrospectError(
+                    f"the loss became {float(loss)} in epoch {epoch}; lower --lr (e.g. {schedule.lr / 10:g})"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -917,17 +951,25 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise IntrospectError(f"checkpoint to resume from not found: {path}; pass an epoch_*.pt written by `introspect train`")
+        raise IntrospectError(
+            f"checkpoint to resume from not found: {path}; pass an epoch_*.pt written by `introspect train`"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise IntrospectError(f"cannot read checkpoint {path} ({first}); pass an epoch_*.pt written by `introspect train`") from None
+        raise IntrospectError(
+            f"cannot read checkpoint {path} ({first}); pass an epoch_*.pt written by `introspect train`"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise IntrospectError(f"{path} is not an introspect checkpoint; pass an epoch_*.pt written by `introspect train`")
+        raise IntrospectError(
+            f"{path} is not an introspect checkpoint; pass an epoch_*.pt written by `introspect train`"
+        )
     extra = ckpt.get("extra") or {}
     if "optimizer" not in extra or "epoch" not in extra:
-        raise IntrospectError(f"{path} holds no optimizer state to resume from; pass an epoch_*.pt written by `introspect train`")
+        raise IntrospectError(
+            f"{path} holds no optimizer state to resume from; pass an epoch_*.pt written by `introspect train`"
+        )
     return ckpt
 
 

@@ -17,7 +17,7 @@ are those of the full network, with the removed layers' names simply absent.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -53,7 +53,9 @@ def _check_args(widths, fc, drop) -> tuple[tuple[int, ...], frozenset]:
     drop = frozenset(str(d) for d in drop)
     unknown = sorted(drop - set(DROPPABLE))
     if unknown:
-        raise IntrospectError(f"cannot remove layer(s) {', '.join(unknown)} of ZFNet; removable layers are {', '.join(DROPPABLE)}")
+        raise IntrospectError(
+            f"cannot remove layer(s) {', '.join(unknown)} of ZFNet; removable layers are {', '.join(DROPPABLE)}"
+        )
     return widths, drop
 
 

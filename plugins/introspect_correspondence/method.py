@@ -10,20 +10,31 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from introspect.plugin import Shown, notebook_progress, short_list
 from introspect.plugin import (
-    FILLS, IntrospectError, Progress, aliases, attach, eval_mode, fill_image, last_conv_layer, meta_of,
-    report_progress, resolve_layer
+    FILLS,
+    IntrospectError,
+    Progress,
+    Shown,
+    aliases,
+    attach,
+    eval_mode,
+    fill_image,
+    last_conv_layer,
+    meta_of,
+    notebook_progress,
+    report_progress,
+    resolve_layer,
+    short_list,
 )
-
 from introspect_correspondence.delta import hamming_matrix, pair_stats, sign_pattern
 from introspect_correspondence.parts import boxes_per_image, check_box, load_parts
 
@@ -128,7 +139,10 @@ class CorrespondenceResult(Shown):
             lines += ["| " + " | ".join(r) + " |" for r in body]
             return caption.replace("\n", " ") + "\n\n" + "\n".join(lines) + "\n"
         widths = [max(len(r[c]) for r in [header] + body) for c in range(len(header))]
-        fmt = lambda r: "  ".join(v.ljust(widths[c]) if c == 0 else v.rjust(widths[c]) for c, v in enumerate(r))
+
+        def fmt(r: list[str]) -> str:
+            return "  ".join(v.ljust(widths[c]) if c == 0 else v.rjust(widths[c]) for c, v in enumerate(r))
+
         return caption + "\n" + "\n".join([fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in body])
 
     def __str__(self) -> str:

@@ -17,8 +17,9 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from introspect.plugin import IntrospectError
 
@@ -50,7 +51,9 @@ def load_parts(path: str | os.PathLike) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise IntrospectError(f"parts file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON") from None
+        raise IntrospectError(
+            f"parts file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON"
+        ) from None
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml

@@ -27,7 +27,6 @@ anything else (sums, ...)   its gradient
 from __future__ import annotations
 
 from introspect import hookimpl
-
 from introspect_deconv.project import Projection, project
 from introspect_deconv.top import RunningTopK, TopK, top_k
 

@@ -7,7 +7,17 @@ import click
 
 from introspect.plugin import PROJECTION_METHODS as METHODS
 from introspect.plugin import PROJECTION_MODES as MODES
-from introspect.plugin import IntrospectError, PhaseBars, emit, model_and_inputs, model_options, note, open_images, open_model, output_options
+from introspect.plugin import (
+    IntrospectError,
+    PhaseBars,
+    emit,
+    model_and_inputs,
+    model_options,
+    note,
+    open_images,
+    open_model,
+    output_options,
+)
 from introspect_deconv.distributed import DEFAULT_TIMEOUT
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}

@@ -95,8 +95,10 @@ def _collective(what: str):
         yield
     except RuntimeError as exc:  # torch.distributed.DistError and the backends' errors
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise IntrospectError(f"rank {dist.get_rank()} lost the other processes while {what}: {lines[0]}; "
-                              "see the other ranks' errors (a longer --timeout helps if some ranks are slower)") from None
+        raise IntrospectError(
+            f"rank {dist.get_rank()} lost the other processes while {what}: {lines[0]}; "
+            "see the other ranks' errors (a longer --timeout helps if some ranks are slower)"
+        ) from None
 
 
 def check_ranks(error: BaseException | None) -> None:

@@ -7,8 +7,8 @@ beside the same box of the input image.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ def thumbnail(tile: np.ndarray, side: int) -> np.ndarray:
     h, w = tile.shape[:2]
     scale = side / max(h, w, 1)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(tile).resize(size, Image.BILINEAR if scale < 1 else Image.NEAREST))
+    resample = Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(tile).resize(size, resample))
 
 
 def _crop(t: torch.Tensor, box: Sequence[int]) -> torch.Tensor:

@@ -3,16 +3,27 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field as dc_field
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import torch
 from torch import nn
 
 from introspect.plugin import PROJECTION_MODES as MODES
-from introspect.plugin import Shown, shape_text
 from introspect.plugin import (
-    Deconvnet, Field, Frame, IntrospectError, Rule, alias_of, last_conv_layer, layer_field, meta_of, resolve_layer,
+    Deconvnet,
+    Field,
+    Frame,
+    IntrospectError,
+    Rule,
+    Shown,
+    alias_of,
+    last_conv_layer,
+    layer_field,
+    meta_of,
+    resolve_layer,
+    shape_text,
     strongest,
 )
 

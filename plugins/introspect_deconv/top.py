@@ -13,20 +13,32 @@ On several processes (``torchrun``; :mod:`introspect_deconv.distributed`) each r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from introspect.plugin import (
-    Deconvnet, Field, Frame, IntrospectError, attach, cut_windows, eval_mode, last_conv_layer, layer_field, meta_of,
-    readable_errors, resolve_layer, strongest
+    Deconvnet,
+    Field,
+    Frame,
+    IntrospectError,
+    Shown,
+    attach,
+    cut_windows,
+    eval_mode,
+    last_conv_layer,
+    layer_field,
+    meta_of,
+    notebook_progress,
+    readable_errors,
+    resolve_layer,
+    shape_text,
+    strongest,
 )
-
-from introspect.plugin import Shown, notebook_progress, shape_text
-
 from introspect_deconv.distributed import Group, check_ranks, gather_top_k, group_of
 from introspect_deconv.project import display_name, receptive_boxes
 
@@ -186,7 +198,8 @@ class TopK(Shown):
 
         names = ["overview"] + [self._channel_name(j) for j in range(len(self.channels))]
         if self.patches is None:
-            why = "the top-k figures need the projections and patches, which were not computed: run top_k with project=True"
+            why = ("the top-k figures need the projections and patches, which were not computed: "
+                   "run top_k with project=True")
             return {name: why for name in names}
         out = {"overview": lambda: overview_figure(self)}
         out.update({self._channel_name(j): (lambda j=j: channel_figure(self, j)) for j in range(len(self.channels))})

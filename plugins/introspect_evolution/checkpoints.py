@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 
-from introspect.plugin import CHECKPOINT_FORMAT as FORMAT, IntrospectError, load_model, meta_of, refuse_diverged
+from introspect.plugin import CHECKPOINT_FORMAT as FORMAT
+from introspect.plugin import IntrospectError, load_model, meta_of, refuse_diverged
 
 _EPOCH_NAME = re.compile(r"epoch_(\d+)", re.IGNORECASE)
 
@@ -174,7 +175,9 @@ def gather(checkpoints, epochs: Sequence[int] | None = None) -> list[Checkpoint]
     if epochs is not None:
         epochs = [int(e) for e in epochs]
         if len(epochs) != len(found):
-            raise IntrospectError(f"got {len(epochs)} epochs for {len(found)} checkpoints; give one epoch per checkpoint")
+            raise IntrospectError(
+                f"got {len(epochs)} epochs for {len(found)} checkpoints; give one epoch per checkpoint"
+            )
         for c, e in zip(found, epochs):
             c.epoch = e
     for i, c in enumerate(found):

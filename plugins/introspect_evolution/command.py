@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from introspect.plugin import PhaseBars, bundled_image_dir, emit_result, note, output_options
-
 from introspect_evolution.method import DEFAULT_MAPS
 
 
@@ -60,7 +59,6 @@ def evolution_command(checkpoints, data, layers, channels, maps, batch_size, dev
     Example: introspect evolution runs/zf --data val/ --layer conv1 --layer conv5 --maps 6
     """
     from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, meta_of
-
     from introspect_evolution.checkpoints import gather
     from introspect_evolution.method import feature_evolution
 

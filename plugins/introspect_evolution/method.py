@@ -10,19 +10,29 @@ column. Rows are the feature maps, columns the epochs.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from introspect.plugin import Shown, notebook_progress, shape_text, short_list
 from introspect.plugin import (
-    Field, IntrospectError, Progress, alias_of, last_conv_layer, meta_of, report_progress, require_method, resolve_layer
+    Field,
+    IntrospectError,
+    Progress,
+    Shown,
+    alias_of,
+    last_conv_layer,
+    meta_of,
+    notebook_progress,
+    report_progress,
+    require_method,
+    resolve_layer,
+    shape_text,
+    short_list,
 )
-
 from introspect_evolution.checkpoints import check_same, gather, signature_of
 
 #: Feature maps followed per layer when none are given.

@@ -5,9 +5,7 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import (
-    PhaseBars, bundled_image_dir, emit_result, model_options, note, open_model, output_options
-)
+from introspect.plugin import PhaseBars, bundled_image_dir, emit_result, model_options, note, open_model, output_options
 from introspect_filters.method import NORM_FRACTION
 from introspect_filters.spectrum import HF_CUTOFF
 
@@ -44,7 +42,6 @@ def filters_command(model, data, layer, batch_size, hf_cutoff, norm_fraction, ff
     row per filter) and result.json. MODEL is optional: without it the bundled model is used.
     """
     from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, meta_of
-
     from introspect_filters.method import first_layer_filters, resolve_conv
 
     net = open_model(model, arch, device, trust_pickle)

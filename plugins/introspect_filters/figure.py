@@ -8,7 +8,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from introspect.plugin import colormap, grid, line_plot, to_uint8, with_colorbar
-
 from introspect_filters.spectrum import energy_beyond
 
 #: Filters are enlarged (nearest neighbour) to about this many pixels per side.
@@ -37,7 +36,9 @@ def filter_tiles(result) -> list[np.ndarray]:
     tiles = []
     for w, dead in zip(result.weights, result.dead.tolist()):
         big = np.kron(filter_image(w), np.ones((zoom, zoom, 1), dtype=np.uint8))
-        tiles.append(np.pad(big, ((2, 2), (2, 2), (0, 0)), constant_values=0) + _frame(big.shape, DEAD if dead else LIVE))
+        tiles.append(
+            np.pad(big, ((2, 2), (2, 2), (0, 0)), constant_values=0) + _frame(big.shape, DEAD if dead else LIVE)
+        )
     return tiles
 
 
@@ -102,7 +103,9 @@ def spectrum_picture(result) -> np.ndarray:
     ph, pw = result.spectrum.shape[-2:]
     left = (f"mean power spectrum of {result.name}\n({ph}x{pw} DFT, DC at the centre)\n"
             f"white box: |f| <= Nyquist of stride {result.stride[0]}\norange circle: HF cutoff {result.hf_cutoff:g}")
-    return grid([spectrum_heatmap(result), curve], ncols=2, pad=8, labels=[left, "aliasing: the share beyond the Nyquist"])
+    return grid(
+        [spectrum_heatmap(result), curve], ncols=2, pad=8, labels=[left, "aliasing: the share beyond the Nyquist"]
+    )
 
 
 __all__ = ["filters_picture", "spectrum_picture", "filter_tiles", "filter_image", "spectrum_heatmap"]

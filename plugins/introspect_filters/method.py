@@ -15,11 +15,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from introspect.plugin import Shown, notebook_progress, short_list
-from introspect.plugin import IntrospectError, Progress, alias_of, attach, eval_mode, report_progress, resolve_layer
-
-from introspect_filters.spectrum import (HF_CUTOFF, aliasing_mask, band_fraction, frequencies, grid_size,
-                                         high_frequency_mask, power_spectrum)
+from introspect.plugin import (
+    IntrospectError,
+    Progress,
+    Shown,
+    alias_of,
+    attach,
+    eval_mode,
+    notebook_progress,
+    report_progress,
+    resolve_layer,
+    short_list,
+)
+from introspect_filters.spectrum import (
+    HF_CUTOFF,
+    aliasing_mask,
+    band_fraction,
+    frequencies,
+    grid_size,
+    high_frequency_mask,
+    power_spectrum,
+)
 
 #: A filter whose norm is below this fraction of the layer's median filter norm is dead ("negligible norm").
 NORM_FRACTION = 0.05

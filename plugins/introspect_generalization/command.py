@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from introspect.plugin import IntrospectError, PhaseBars, emit, model_options, open_model, output_options
-
 from introspect_generalization.probes import CLASSIFIERS
 
 _LABELS = {"features": "features", "classifiers": "classifiers"}
@@ -71,7 +70,6 @@ def generalization_command(model, data, per_class, layers, classifiers, test_dir
     MODEL is optional: with DATA alone the bundled model is used.
     """
     from introspect.plugin import ImageFolderDataset, Preprocess, meta_of
-
     from introspect_generalization.method import PAPER_PER_CLASS, feature_generalization
 
     if data is None:

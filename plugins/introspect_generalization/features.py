@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from introspect.plugin import IntrospectError, alias_of, aliases, attach, eval_mode, resolve_layer
-
 from introspect_generalization.sampling import is_pair
 
 #: The paper's layers 1..7 (Table 7 rows), by their aliases on the bundled ZFNet/AlexNet models.

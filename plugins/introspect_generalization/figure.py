@@ -7,7 +7,6 @@ import io
 import numpy as np
 
 from introspect.plugin import line_plot, table_image
-
 from introspect_generalization.features import PAPER_LAYERS, PIXELS
 
 
@@ -126,5 +125,16 @@ def figure(plot: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.concatenate([pad(plot), np.full((8, width, 3), 255, np.uint8), pad(table)])
 
 
-__all__ = ["paper_number", "row_titles", "column_titles", "cells", "caption", "text_table", "markdown_table", "csv_text",
-           "accuracy_plot", "table_picture", "figure"]
+__all__ = [
+    "paper_number",
+    "row_titles",
+    "column_titles",
+    "cells",
+    "caption",
+    "text_table",
+    "markdown_table",
+    "csv_text",
+    "accuracy_plot",
+    "table_picture",
+    "figure",
+]

@@ -10,19 +10,16 @@ random splits.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from introspect.plugin import Shown, notebook_progress, shape_text, short_list
-from introspect.plugin import IntrospectError
-
+from introspect.plugin import IntrospectError, Shown, notebook_progress, shape_text, short_list
 from introspect_generalization.features import MAX_DIM, extract, resolve_layers, standardize
 from introspect_generalization.probes import check_classifiers, fit, row_space
-from introspect_generalization.sampling import (Split, check_per_class, class_index, dataset_labels,
-                                                per_class_splits)
+from introspect_generalization.sampling import Split, check_per_class, class_index, dataset_labels, per_class_splits
 
 #: The paper's Caltech-101 training-set sizes (images per class).
 PAPER_PER_CLASS = (15, 30)
@@ -151,7 +148,6 @@ class GeneralizationResult(Shown):
             list[Path]: the files written.
         """
         from introspect.plugin import OutputDir
-
         from introspect_generalization.figure import accuracy_plot, csv_text, figure, markdown_table, table_picture
 
         with OutputDir(out) as od:

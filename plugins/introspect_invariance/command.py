@@ -8,8 +8,17 @@ from pathlib import Path
 import click
 
 from introspect.plugin import (
-    FILLS, IntrospectError, PhaseBars, bundled_image_dir, emit_result, model_and_inputs, model_options, note, open_images, open_model,
-    output_options
+    FILLS,
+    IntrospectError,
+    PhaseBars,
+    bundled_image_dir,
+    emit_result,
+    model_and_inputs,
+    model_options,
+    note,
+    open_images,
+    open_model,
+    output_options,
 )
 
 #: Bundled images used when none is given (the paper used 5).
@@ -113,7 +122,6 @@ def invariance_command(model, images, transform, values, span, layers, targets, 
     true classes) are used. A single image file given alone is taken as IMAGE.
     """
     from introspect.plugin import meta_of
-
     from introspect_invariance.method import invariance
     from introspect_invariance.transforms import check_transform, default_values
 

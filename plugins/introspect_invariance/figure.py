@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from introspect.plugin import grid, line_plot, to_uint8
-
 from introspect_invariance.transforms import is_identity, transform_images
 
 #: Side of an example tile in ``figure.png``, and how many images and values it shows at most.
@@ -87,7 +86,7 @@ def _tile(result, image: torch.Tensor) -> np.ndarray:
     std = torch.tensor(result.std[:c], dtype=torch.float32).view(-1, 1, 1)
     pic = Image.fromarray(to_uint8((image.float() * std + mean).clamp(0, 1), None))
     small = max(pic.size) < TILE
-    return np.asarray(pic.resize((TILE, TILE), Image.NEAREST if small else Image.BILINEAR)).copy()
+    return np.asarray(pic.resize((TILE, TILE), Image.Resampling.NEAREST if small else Image.Resampling.BILINEAR)).copy()
 
 
 def examples(result) -> np.ndarray:

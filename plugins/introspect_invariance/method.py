@@ -14,21 +14,40 @@ from __future__ import annotations
 
 import numbers
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from introspect.plugin import Shown, drawn_once, notebook_progress, shape_text, short_list
 from introspect.plugin import (
-    FILLS, IntrospectError, ModelMeta, Progress, alias_of, attach, conv_layers, eval_mode, meta_of,
-    report_progress, resolve_layer, resolve_target
+    FILLS,
+    IntrospectError,
+    ModelMeta,
+    Progress,
+    Shown,
+    alias_of,
+    attach,
+    conv_layers,
+    drawn_once,
+    eval_mode,
+    meta_of,
+    notebook_progress,
+    report_progress,
+    resolve_layer,
+    resolve_target,
+    shape_text,
+    short_list,
 )
-
-from introspect_invariance.transforms import (IDENTITY, UNITS, check_transform, default_values, is_identity,
-                                              transform_images)
+from introspect_invariance.transforms import (
+    IDENTITY,
+    UNITS,
+    check_transform,
+    default_values,
+    is_identity,
+    transform_images,
+)
 
 #: The paper's layers: layer 1 and layer 7, by their aliases on ZFNet-shaped models.
 PAPER_LAYERS = ("conv1", "fc7")
@@ -182,7 +201,6 @@ class InvarianceResult(Shown):
             list[Path]: the files written.
         """
         from introspect.plugin import OutputDir
-
         from introspect_invariance.figure import pictures
 
         drawn = pictures(self)
@@ -208,8 +226,11 @@ class InvarianceResult(Shown):
                  f"{self.values.max():.3g} {self.unit}) of {n} images, layers "
                  f"{short_list([self.layer_title(i) for i in range(l_)], 4)}"]
         far = self.farthest
-        lines.append("  distance / norm at " + f"{float(self.values[far]):.3g}: "
-                     + ", ".join(f"{self.layer_title(i)} {float(rel[:, far, i].mean()):.3f}" for i in range(min(l_, 4))))
+        lines.append(
+            "  distance / norm at "
+            + f"{float(self.values[far]):.3g}: "
+            + ", ".join(f"{self.layer_title(i)} {float(rel[:, far, i].mean()):.3f}" for i in range(min(l_, 4)))
+        )
         lines.append(f"  p(target) {float(self.clean_prob.mean()):.3f} untransformed (mean), "
                      f"{float(self.prob.min()):.3f} at worst")
         lines.append(f"  distance {shape_text(self.distance)}, prob {shape_text(self.prob)}")

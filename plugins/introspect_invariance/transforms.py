@@ -23,7 +23,7 @@ and ``rotate`` (zero padding, i.e. ``fill="mean"``) to float32 rounding.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

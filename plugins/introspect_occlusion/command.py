@@ -5,7 +5,17 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import FILLS, PhaseBars, emit_result, model_and_inputs, model_options, note, open_images, open_model, output_options
+from introspect.plugin import (
+    FILLS,
+    PhaseBars,
+    emit_result,
+    model_and_inputs,
+    model_options,
+    note,
+    open_images,
+    open_model,
+    output_options,
+)
 
 
 @click.command("occlusion")
@@ -52,7 +62,6 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
     image file given alone is taken as IMAGE (with the bundled model, or --arch).
     """
     from introspect.plugin import IMAGE_EXTENSIONS
-
     from introspect_occlusion.method import occlusion
 
     model, rest = model_and_inputs(model, [image])

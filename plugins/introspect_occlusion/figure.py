@@ -139,7 +139,7 @@ def panels(result) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {"a_input.png": input_panel(result, base, f)}
     row = [out["a_input.png"]]
     titles = ["(a) input, occluder\nat the lowest p"]
-    for i, (layer, channel) in enumerate(zip(result.layers, result.channels)):
+    for i, (_layer, channel) in enumerate(zip(result.layers, result.channels)):
         act = result.activation[i].numpy()
         lo, hi = float(act.min()), float(act.max())
         title = result.layer_title(i)

@@ -9,17 +9,33 @@ layers, and the pass is incremental (see :mod:`introspect_occlusion.incremental`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from introspect.plugin import (
-    AUTO_BATCH_BYTES, FILLS, IntrospectError, Progress, Sweep, SweepRunner, alias_of, attach, auto_batch_size,
-    counted, eval_mode, fill_image, last_conv_layer, meta_of, prepare_engine, project_map, resolve_layer
+    FILLS,
+    IntrospectError,
+    Progress,
+    Shown,
+    Sweep,
+    SweepRunner,
+    alias_of,
+    attach,
+    counted,
+    drawn_once,
+    eval_mode,
+    fill_image,
+    last_conv_layer,
+    meta_of,
+    notebook_progress,
+    prepare_engine,
+    project_map,
+    resolve_layer,
+    shape_text,
 )
-from introspect.plugin import Shown, drawn_once, notebook_progress, shape_text
 from introspect.plugin import resolve_targets as _resolve_targets
 
 #: The paper's geometry at 224 x 224: a 50-pixel square moved 10 pixels at a time (scaled for other sizes).
@@ -216,7 +232,6 @@ class OcclusionResult(Shown):
             list[Path]: the files written.
         """
         from introspect.plugin import OutputDir
-
         from introspect_occlusion.figure import panels
 
         summary = self.to_dict()

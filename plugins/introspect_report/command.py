@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import (
-    PhaseBars,
-    emit,
-    model_options,
-    note,
-    open_model,
-    output_options,
-)
+from introspect.plugin import PhaseBars, emit, model_options, note, open_model, output_options
 
 _LABELS = {"check": "checking images", "images": "image pages", "filters": "filters (Fig. 6)"}
 

@@ -12,15 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from introspect.plugin import (
-    IntrospectError,
-    attach,
-    eval_mode,
-    meta_of,
-    model_device,
-    require_method,
-    to_uint8,
-)
+from introspect.plugin import IntrospectError, attach, eval_mode, meta_of, model_device, require_method, to_uint8
 
 NEEDED = {
     "top_k": "introspect_deconv (top-k mining)",

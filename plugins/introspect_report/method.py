@@ -12,15 +12,7 @@ import torch
 from torch import nn
 
 from introspect import layer_table
-from introspect.plugin import (
-    IntrospectError,
-    Progress,
-    alias_of,
-    jsonable,
-    meta_of,
-    resolve_layer,
-)
-from introspect.plugin import Shown, short_list
+from introspect.plugin import IntrospectError, Progress, Shown, alias_of, jsonable, meta_of, resolve_layer, short_list
 from introspect_report import compute, site
 from introspect_report.data import Data, default_layers, open_data, stem
 from introspect_report.store import FORMAT, GENERATOR, MANIFEST, SiteFolder, fingerprint

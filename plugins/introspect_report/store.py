@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -141,7 +142,7 @@ class SiteFolder:
             self._lock.close()
             self._lock = None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         staging, self.staging = self.staging, None
         try:
             if exc_type is None and staging is not None:

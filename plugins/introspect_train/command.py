@@ -36,7 +36,9 @@ def _input_size(text: str | None) -> tuple[int, int, int] | None:
     elif len(values) == 2:
         values = (3, *values)
     if len(values) != 3 or values[0] not in (1, 3) or min(values) < 1:
-        raise click.BadParameter(f"expected H (square, RGB), H,W or C,H,W with C 1 or 3, got {text!r}", param_hint="--input-size")
+        raise click.BadParameter(
+            f"expected H (square, RGB), H,W or C,H,W with C 1 or 3, got {text!r}", param_hint="--input-size"
+        )
     return values
 
 
@@ -71,8 +73,10 @@ def _build(arch: str, kwargs: dict, input_size: tuple[int, int, int], seed: int,
                 torch.manual_seed(seed)
                 model, problem = spec.build(**kwargs), None
     if problem:
-        raise IntrospectError(f"a {'x'.join(map(str, input_size))} input does not fit architecture {arch!r} ({problem}); "
-                              "choose another --input-size or architecture options")
+        raise IntrospectError(
+            f"a {'x'.join(map(str, input_size))} input does not fit architecture {arch!r} ({problem}); "
+            "choose another --input-size or architecture options"
+        )
     if init_std is not None:
         init_paper(model, init_std, generator=torch.Generator().manual_seed(seed))
         if tie:
@@ -95,7 +99,9 @@ def _load_data(data: Path, input_size, cache: Path):
     from introspect.plugin import fashion_mnist, image_folder, is_idx_folder
 
     if not data.exists():
-        raise IntrospectError(f"data folder not found: {data}; pass an image folder or a folder of Fashion-MNIST IDX files")
+        raise IntrospectError(
+            f"data folder not found: {data}; pass an image folder or a folder of Fashion-MNIST IDX files"
+        )
     if not data.is_dir():
         raise IntrospectError(f"{data} is a file; pass a folder (one subfolder per class, or Fashion-MNIST IDX files)")
     if is_idx_folder(data):
@@ -114,23 +120,38 @@ def _load_data(data: Path, input_size, cache: Path):
 @click.option("--no-lrn", is_flag=True, help="Leave out the contrast normalization after pool1 and pool2.")
 @click.option("--drop-layers", default=None, metavar="L1,L2",
               help="Remove layers (ZFNet: any of conv3,conv4,conv5,fc6,fc7; Table 3 'removed layers').")
-@click.option("--dropout", type=float, default=None, help="Dropout rate in the fully connected layers [architecture default: 0.5].")
+@click.option(
+    "--dropout",
+    type=float,
+    default=None,
+    help="Dropout rate in the fully connected layers [architecture default: 0.5].",
+)
 @click.option("--arch-arg", "arch_args", multiple=True, metavar="KEY=VALUE",
               help="Any other builder argument, value as JSON (repeatable), e.g. --arch-arg conv2_stride=1.")
 @click.option("--input-size", default=None, metavar="H|C,H,W",
               help="Model input: H for H x H RGB, or C,H,W. [default: 64 for Fashion-MNIST, else the architecture's]")
-@click.option("--epochs", type=int, default=10, show_default=True, help="Train until this epoch (total, also when resuming).")
+@click.option(
+    "--epochs", type=int, default=10, show_default=True, help="Train until this epoch (total, also when resuming)."
+)
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Mini-batch size.")
 @click.option("--lr", type=float, default=1e-2, show_default=True,
               help="Learning rate; with --resume, continue at this rate (lowering it by hand).")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay (the paper names none).")
+@click.option(
+    "--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay (the paper names none)."
+)
 @click.option("--lr-steps", default=None, metavar="E1,E2",
               help="Multiply the learning rate by --lr-gamma after these epochs, e.g. 8,11.")
 @click.option("--lr-gamma", type=float, default=0.1, show_default=True, help="Factor for each learning-rate step.")
 @click.option("--plateau", is_flag=True,
               help="Also lower the rate when the loss (validation, else training) stops improving.")
-@click.option("--patience", type=int, default=2, show_default=True, help="Epochs without improvement before --plateau lowers the rate.")
+@click.option(
+    "--patience",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Epochs without improvement before --plateau lowers the rate.",
+)
 @click.option("--init-std", type=float, default=1e-2, show_default=True,
               help="Weights start from N(0, STD), biases at 0 (the paper: 1e-2).")
 @click.option("--filter-radius", type=float, default=0.1, show_default=True,
@@ -140,7 +161,13 @@ def _load_data(data: Path, input_size, cache: Path):
 @click.option("--no-flip", is_flag=True, help="No random horizontal flips.")
 @click.option("--val-split", type=float, default=0.0, show_default=True,
               help="Hold out this fraction of the training data for validation (e.g. 0.1).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initialization, shuffling, crops, flips, dropout.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the initialization, shuffling, crops, flips, dropout.",
+)
 @click.option("--workers", type=int, default=0, show_default=True, help="Data-loading processes for image folders.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="CKPT",
               help="Continue from a checkpoint written by this command (weights, optimizer, schedule).")
@@ -149,7 +176,13 @@ def _load_data(data: Path, input_size, cache: Path):
                    "[default: introspect-train, or the --resume checkpoint's folder]")
 @click.option("--force", is_flag=True,
               help="Replace an earlier run introspect wrote in --out (without it such a folder is refused).")
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to train: auto picks CUDA when available.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    metavar="auto|cpu|cuda",
+    help="Where to train: auto picks CUDA when available.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result (metrics of every epoch) as JSON on stdout.")
 @click.pass_context
 def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arch_args, input_size, epochs, batch_size,
@@ -169,7 +202,13 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
       introspect train photos/ --resume runs/zf/epoch_010.pt --epochs 15 --lr 0.001
     """
     from introspect.plugin import (
-        TrainConfig, channel_stats, check_run_folder, read_training_checkpoint, resolve_device, split, train_model
+        TrainConfig,
+        channel_stats,
+        check_run_folder,
+        read_training_checkpoint,
+        resolve_device,
+        split,
+        train_model,
     )
 
     dev = resolve_device(device)
@@ -178,8 +217,10 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
     if ckpt is not None:
         for name in _ARCH_OPTIONS:
             if _given(ctx, name):
-                raise IntrospectError(f"--{name.replace('_', '-')} cannot change when resuming: the architecture and input "
-                                      "come from the checkpoint; drop the option")
+                raise IntrospectError(
+                    f"--{name.replace('_', '-')} cannot change when resuming: the architecture and input "
+                    "come from the checkpoint; drop the option"
+                )
         for name, key in _FIXED_ON_RESUME.items():
             if _given(ctx, name) and getattr(saved, key) != ctx.params[name]:
                 raise IntrospectError(f"--{name.replace('_', '-')} {ctx.params[name]} differs from the checkpoint's "
@@ -204,7 +245,9 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
 
     if ckpt is not None:
         if list(ckpt.get("classes") or []) != classes:
-            raise IntrospectError(f"the checkpoint's classes {ckpt.get('classes')} are not DATA's {classes}; resume on the same data")
+            raise IntrospectError(
+                f"the checkpoint's classes {ckpt.get('classes')} are not DATA's {classes}; resume on the same data"
+            )
         config = saved
         config.epochs = epochs if _given(ctx, "epochs") else saved.epochs  # the checkpoint's own target
         for name in ("lr_gamma", "patience", "workers", "plateau"):
@@ -251,14 +294,30 @@ def train_command(ctx, data, arch, widths, fc, no_lrn, drop_layers, dropout, arc
     note(f"training {arch} {arch_kwargs} on {len(train_set)} {kind} images ({len(classes)} classes), "
          f"input {'x'.join(map(str, size))}, on {dev}; checkpoints in {out}")
     model.to(dev)
-    result = train_model(model, train_set, arch=arch, arch_kwargs=arch_kwargs, input_size=size, mean=mean, std=std,
-                         out=out, config=config, val_set=val_set, test_set=test_set, resume=ckpt,
-                         set_lr=lr if (ckpt is not None and _given(ctx, "lr")) else None, progress=not as_json, log=note,
-                         force=force)
+    result = train_model(
+        model,
+        train_set,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        input_size=size,
+        mean=mean,
+        std=std,
+        out=out,
+        config=config,
+        val_set=val_set,
+        test_set=test_set,
+        resume=ckpt,
+        set_lr=lr if (ckpt is not None and _given(ctx, "lr")) else None,
+        progress=not as_json,
+        log=note,
+        force=force,
+    )
     last = result.last
     text = f"trained {arch} to epoch {last.get('epoch', 0)} in {result.seconds:.0f}s"
     for name in ("train", "val", "test"):
         if f"{name}_acc" in last:
             text += f"; {name} accuracy {last[f'{name}_acc']:.4f}"
-    text += f"\ncheckpoints in {out}" + (f" (last: {result.checkpoints[-1].name})" if result.checkpoints else " (none written: already at --epochs)")
+    text += f"\ncheckpoints in {out}" + (
+        f" (last: {result.checkpoints[-1].name})" if result.checkpoints else " (none written: already at --epochs)"
+    )
     emit(result.to_dict(), as_json, text)
