@@ -30,7 +30,7 @@ def test_thresholds_decide_without_measuring_at_the_ends():
     assert choose(None, 1000, 16) == "full"
     assert choose(0.6, 1000, 16) == "probe"
     # too few positions to measure: the work fraction alone decides
-    assert choose(0.5, 20, 16) == "incremental" and choose(0.7, 20, 16) == "full"
+    assert choose(0.5, 90, 16) == "incremental" and choose(0.7, 90, 16) == "full"
 
 
 def test_a_measured_sweep_gives_the_maps_of_whole_passes(model, image, monkeypatch):
@@ -46,7 +46,7 @@ def test_a_measured_sweep_gives_the_maps_of_whole_passes(model, image, monkeypat
     stats = probed.stats
     assert stats["chosen"] in ("incremental", "full")
     k = stats["probe_positions"]
-    assert 2 <= k <= 16 and stats["incremental_s_per_position"] > 0 and stats["full_s_per_position"] > 0
+    assert 8 <= k <= 32 and stats["incremental_s_per_position"] > 0 and stats["full_s_per_position"] > 0
     assert stats["gather_overhead_s_per_position"] == pytest.approx(
         stats["incremental_s_per_position"] - stats["work_fraction"] * stats["full_s_per_position"], abs=2e-6)
     torch.testing.assert_close(probed.prob, full.prob, rtol=0, atol=1e-5)
@@ -66,7 +66,7 @@ def test_the_faster_probe_runs_the_rest(model, image, monkeypatch, winner):
     def slow(fn, name):
         def wrapped(self, a0, b0, *args, **kwargs):
             calls.append((name, a0, b0))
-            if name != winner and len(calls) <= 2:
+            if name != winner and len(calls) <= 4:
                 import time
                 time.sleep(0.05 * (b0 - a0))
             return fn(self, a0, b0, *args, **kwargs)
@@ -76,6 +76,7 @@ def test_the_faster_probe_runs_the_rest(model, image, monkeypatch, winner):
     monkeypatch.setattr(sweep_mod.SweepRunner, "_full", slow(real_full, "full"))
     result = occlusion(model, image, size=12, stride=4, project=False)
     n = result.stats["positions"]
-    k = result.stats["probe_positions"]
-    assert calls == [("incremental", 0, k), ("full", n - k, n), (winner, k, n - k)]
+    k = result.stats["probe_positions"] // 4
+    assert calls == [("incremental", 0, k), ("incremental", k, 2 * k), ("full", n - 2 * k, n - k),
+                     ("full", n - k, n), (winner, 2 * k, n - 2 * k)]
     assert result.stats["chosen"] == winner

@@ -11,10 +11,11 @@ geometry:
   layers that incremental inference computes, over those of one whole pass per position;
 * ``f <= INCREMENTAL_BELOW`` (0.4): incremental inference, no measurement needed;
 * ``f >= FULL_ABOVE`` (0.9): whole passes (at most 10 % to save, less than the gathering costs);
-* in between, the **gathering overhead is measured**: the first ``k`` positions run incrementally
-  and the last ``k`` as whole passes, both timed; the overhead per position is
-  ``t_incremental - f * t_full``, and the rest of the sweep takes the faster path. Both probes are
-  real positions of the sweep, so measuring costs nothing beyond the slower probe.
+* in between, the **gathering overhead is measured**: positions at the start of the sweep run
+  incrementally and positions at its end as whole passes (each path ``k`` untimed positions for its
+  one-time costs, then ``k`` timed); the overhead per position is ``t_incremental - f * t_full``,
+  and the rest of the sweep takes the faster path. The probes are real positions of the sweep, so
+  measuring costs nothing beyond the slower probe.
 
 Both paths give the same numbers (to float rounding), so the choice changes the time, never the result.
 :class:`SweepRunner` serves ``introspect.occlusion`` and ``introspect.captum.Occlusion``.
@@ -122,7 +123,7 @@ def choose(work_fraction: float | None, positions: int, probe: int) -> str:
         return "full"
     if work_fraction <= INCREMENTAL_BELOW:
         return "incremental"
-    if positions < 3 * probe:  # too few positions to measure: the work decides
+    if positions < 6 * probe:  # too few positions to measure: the work decides
         return "incremental" if work_fraction < 0.6 else "full"
     return "probe"
 
@@ -196,7 +197,7 @@ class SweepRunner:
         self.stats = {"work_fraction": wf}
         if self.engine is not None:
             self.stats.update(work(self.engine, self.steps, n))
-        probe = max(2, min(16, n // 8))
+        probe = max(2, min(8, n // 12))
         plan = path if path != "auto" else ("incremental" if self.tau is not None else choose(wf, n, probe))
         if plan == "incremental":
             bs = self.incremental_batch()
@@ -212,28 +213,33 @@ class SweepRunner:
         return self._probed(probe, progress)
 
     def _probed(self, k: int, progress) -> torch.Tensor:
+        """Measure both paths on real positions, then run the rest with the faster. Each path first
+        runs ``k`` positions untimed (its one-time costs: kernels for new shapes, allocations), then
+        ``k`` timed: incremental at the start of the sweep, whole passes at its end."""
         n = self.positions
-        start = time.perf_counter()
         head = self._incremental(0, k, k, progress)
-        t_inc = (time.perf_counter() - start) / k
         start = time.perf_counter()
-        tail_probe = self._full(n - k, n, k, progress, hold=True)
+        head += self._incremental(k, 2 * k, k, progress)
+        t_inc = (time.perf_counter() - start) / k
+        tail = self._full(n - 2 * k, n - k, k, progress, hold=True)
+        start = time.perf_counter()
+        tail += self._full(n - k, n, k, progress, hold=True)
         t_full = (time.perf_counter() - start) / k
         wf = self.stats["work_fraction"]
-        self.stats.update({"probe_positions": k, "incremental_s_per_position": round(t_inc, 6),
+        self.stats.update({"probe_positions": 4 * k, "incremental_s_per_position": round(t_inc, 6),
                            "full_s_per_position": round(t_full, 6),
                            "gather_overhead_s_per_position": round(t_inc - wf * t_full, 6)})
         self.chosen = "incremental" if t_inc <= t_full else "full"
         self.path = "mixed"
         if self.chosen == "incremental":
             bs = self.incremental_batch()
-            middle = self._incremental(k, n - k, bs, progress)
+            middle = self._incremental(2 * k, n - 2 * k, bs, progress)
         else:
             bs = self.full_batch()
-            middle = self._full(k, n - k, bs, progress)
+            middle = self._full(2 * k, n - 2 * k, bs, progress)
         self.stats["batch_size"] = bs
         self._flush_readouts()
-        return torch.cat(head + middle + tail_probe)
+        return torch.cat(head + middle + tail)
 
     # -- the two paths ------------------------------------------------------------------------------
     def _incremental(self, a0: int, b0: int, bs: int, progress) -> list[torch.Tensor]:

@@ -1,0 +1,30 @@
+"""captum's attribution methods through introspect's front door: ``introspect attribute``.
+
+Registers the method ``introspect.attribute(model, images, method, ...)`` (see
+:func:`introspect_attribute.method.attribute`) and the command
+``introspect attribute [MODEL] [IMAGE]... --method NAME``. The modules:
+:mod:`~introspect_attribute.table` (the one table of methods and their options),
+:mod:`~introspect_attribute.method` (the library function and its result),
+:mod:`~introspect_attribute.figure` (heat maps) and :mod:`~introspect_attribute.command` (the CLI).
+"""
+from __future__ import annotations
+
+from introspect.plugin import hookimpl
+
+
+@hookimpl
+def register_methods(register):
+    from introspect_attribute.method import attribute
+
+    register("attribute", attribute,
+             "captum attribution methods (saliency, integrated gradients, Grad-CAM, occlusion, ...) with heat maps")
+
+
+@hookimpl
+def register_commands(cli):
+    from introspect_attribute.command import attribute_command
+
+    cli.add_command(attribute_command)
+
+
+__all__ = ["register_methods", "register_commands"]
