@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import emit_result, model_options, open_images, open_model, output_options
+from introspect.plugin import emit_result, model_and_inputs, model_options, open_images, open_model, output_options
 
 from introspect_attribute.table import METHODS, NOISE_TUNNELS
 
@@ -64,7 +64,7 @@ def attribute_command(model, images, method, opts, targets, layer, noise_tunnel,
     method_options(spec, options)
     if spec.layer and layer is None:
         raise IntrospectError(f"method {spec.name} needs a layer; give --layer NAME (see `introspect layers`)")
-    images = list(images)
+    model, images = model_and_inputs(model, list(images))
     if model is not None and model.suffix.lower() in IMAGE_EXTENSIONS:
         model, images = None, [model, *images]
     net = open_model(model, arch, device, trust_pickle)

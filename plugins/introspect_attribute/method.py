@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from introspect.plugin import IntrospectError, meta_of, resolve_layer
+from introspect.plugin import IntrospectError, meta_of, resolve_layer, resolve_targets
 
 from introspect_attribute.table import NOISE_TUNNELS, Method, method_options, method_spec
 
@@ -214,27 +214,6 @@ def _check_noise_tunnel(spec: Method, noise_tunnel, nt_samples, nt_stdevs) -> No
                               f"{nt_samples!r} and {nt_stdevs!r}")
 
 
-def _target_index(t, classes, num_classes: int) -> int:
-    if isinstance(t, bool):
-        raise IntrospectError(f"target {t!r} is not a class; give a class index or name")
-    if isinstance(t, str) and t.strip().lstrip("-").isdigit():
-        t = int(t)
-    if isinstance(t, int):
-        if not 0 <= t < num_classes:
-            raise IntrospectError(f"target class {t} is out of range; the model has {num_classes} classes "
-                                  f"(0..{num_classes - 1})")
-        return t
-    names = [str(n) for n in classes or []]
-    folded = [n.lower() for n in names]
-    if str(t).lower() in folded:
-        return folded.index(str(t).lower())
-    if not names:
-        raise IntrospectError(f"target {t!r}: the model has no class names; give a class index (0..{num_classes - 1})")
-    from introspect.plugin import closest
-
-    raise IntrospectError(f"unknown target class {t!r}{closest(str(t), names)}; give a class index or name")
-
-
 def _targets(target, logits, classes, n: int) -> list[int]:
     """One class index per image: the given one(s) (index or name), or each image's top class."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
@@ -242,8 +221,7 @@ def _targets(target, logits, classes, n: int) -> list[int]:
         raise IntrospectError(f"attribution needs a classifier whose output is N x classes, got {shape}")
     if target is None or (isinstance(target, (list, tuple)) and not target):
         return [int(i) for i in logits.argmax(1)]
-    given = [target] if isinstance(target, (int, str)) else list(target)
-    out = [_target_index(t, classes, logits.shape[1]) for t in given]
+    out = resolve_targets(target, classes, logits.shape[1])
     if len(out) == 1:
         return out * n
     if len(out) != n:
