@@ -334,7 +334,7 @@ def plugins_command(as_json):
     lines = []
     for r in rows:
         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(r["registers"].items())) or "-"
-        status = f"ERROR {r['error']}" if r["error"] else "ok"
+        status = f"ERROR {r['error']}" if r["error"] else f"inactive: {r['inactive']}" if r.get("inactive") else "ok"
         lines.append(f"{r['name']:<16} {r['distribution'] or '-'} {r['version'] or ''}  [{status}]\n    {what}")
     emit(rows, as_json, "\n".join(lines))
 

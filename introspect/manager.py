@@ -38,6 +38,7 @@ class PluginInfo:
     bundled: bool
     error: str | None = None
     registers: dict[str, list[str]] = field(default_factory=dict)
+    inactive: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -90,6 +91,8 @@ class IntrospectPluginManager(pluggy.PluginManager):
                 plugin = ep.load()
                 self.register(plugin, name=ep.name)
                 self.check_pending()  # a misspelled hook of this plugin fails here, not silently
+                reason = getattr(plugin, "inactive_reason", None)  # installed, but missing what it needs
+                info.inactive = reason() if callable(reason) else reason
             except Exception as exc:  # a broken plugin is reported and skipped, never fatal
                 info.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 if plugin is not None and self.is_registered(plugin):

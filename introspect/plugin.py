@@ -22,7 +22,7 @@ Groups (see ``__all__``):
   ``strongest``, ``cut_windows``, ``readable_errors``, ``PROJECTION_MODES``, ``PROJECTION_METHODS``;
 * **occluder sweeps** (incremental inference): ``SweepRunner``, ``Sweep``, ``prepare_engine``,
   ``auto_batch_size``, ``AUTO_BATCH_BYTES``;
-* **models**: ``model_device``, ``model_dtype``, ``to_model``, ``refuse_diverged``, ``meta_of``, ``ModelMeta``,
+* **models**: ``model_device``, ``model_dtype``, ``to_model``, ``refuse_diverged``, ``meta_of``, ``ModelMeta``, ``ArchSpec``,
   ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
 * **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
   ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
@@ -70,7 +70,7 @@ _add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_ba
 _add("introspect.core.results", "Result", "Progress", "counted", "output_folder", "written", report_progress="report")
 _add("introspect.core.display", "Shown", "drawn_once", "to_pil", "shape_text", "short_list", "notebook_progress")
 _add("introspect.core.device", "model_device", "model_dtype", "to_model", "refuse_diverged")
-_add("introspect.models", "meta_of", "ModelMeta", "get_arch")
+_add("introspect.models", "meta_of", "ModelMeta", "ArchSpec", "get_arch")
 _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")
 _add("introspect.images", "Preprocess", "ImageFolderDataset", "read_image", "IMAGE_EXTENSIONS")
 _add("introspect.occluders", "FILLS", "fill_image")
