@@ -652,6 +652,24 @@ def _swap_inside(tmp: Path, out: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+class _Checked(Exception):
+    """Leaves an :class:`OutputDir` without committing it (see :func:`check_output_folder`)."""
+
+
+def check_output_folder(out: str | os.PathLike) -> None:
+    """Fail now, before long work, where :class:`OutputDir` would refuse ``out`` (not writable,
+    holding files introspect did not write, another run writing to it); nothing is written.
+
+    Example:
+        >>> check_output_folder("holiday-photos")   # IntrospectError: --out holiday-photos holds ...
+    """
+    try:
+        with OutputDir(out):
+            raise _Checked
+    except _Checked:
+        pass
+
+
 # --------------------------------------------------------------------------------------------------
 # training run folders
 # --------------------------------------------------------------------------------------------------
@@ -814,4 +832,4 @@ class RunFolder(_Guarded):
 
 
 __all__ = ["save_png", "jsonable", "csv_text", "OutputDir", "MANIFEST", "is_output_folder", "read_manifest",
-           "check_run_folder", "RunFolder"]
+           "check_run_folder", "RunFolder", "check_output_folder"]

@@ -34,7 +34,7 @@ Groups (see ``__all__``):
   ``model_settings``, ``parse_arch_args``, ``output_options``, ``open_model``, ``open_images``,
   ``bundled_image_dir``, ``emit``, ``emit_result``, ``note``, ``PhaseBars``;
 * **pictures and output files**: ``OutputDir``, ``save_png``, ``jsonable``, ``csv_text``,
-  ``check_run_folder``, ``is_output_folder``, ``read_manifest``, ``grid``,
+  ``check_output_folder``, ``check_run_folder``, ``is_output_folder``, ``read_manifest``, ``grid``,
   ``to_uint8``, ``colormap``, ``heatmap_overlay``, ``with_colorbar``, ``draw_boxes``, ``line_plot``,
   ``table_image``;
 * **training** (the paper's recipe as a library): ``TrainConfig``, ``train_model``, ``init_paper``,
@@ -78,7 +78,7 @@ _add("introspect.cli", "model_options", "output_options", "open_model", "open_im
      "note", "PhaseBars", "emit_result", "model_and_inputs", "model_settings", "parse_arch_args")
 _add("introspect.core.targets", "resolve_target", "resolve_targets")
 _add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text", "check_run_folder", "is_output_folder",
-     "read_manifest")
+     "read_manifest", "check_output_folder")
 _add("introspect.render", "grid", "to_uint8", "colormap", "heatmap_overlay", "with_colorbar", "draw_boxes")
 _add("introspect.plot", "line_plot", "table_image")
 _add("introspect.models.train", "TrainConfig", "train_model", "init_paper", "tie_input_channels", "channel_stats",

@@ -320,3 +320,20 @@ def test_an_image_in_a_folder_without_permission_is_one_line(files, tmp_path, mo
     finally:
         locked.chmod(0o700)
     _one_error_line(result, "cannot read image file", "permission denied")
+
+
+def test_a_refused_out_fails_before_the_work(files, tmp_path):
+    """Commands that save at the end check --out first: the refusal comes before even the model
+    file is read (here it does not exist)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_text("mine")
+    missing = tmp_path / "missing.pt"
+    for args in (["occlusion", missing, files["image"]],
+                 ["correspondence", missing, files["data"] / "0.png", files["data"] / "1.png", "--parts",
+                  files["data"] / "0.png"],
+                 ["invariance", missing, files["image"]],
+                 ["generalization", missing, files["data"], "--per-class", "1"]):
+        result = run(*args, "--out", mine, ok=False)
+        _one_error_line(result, "holiday.jpg", "did not write")
+    assert [p.name for p in mine.iterdir()] == ["holiday.jpg"]

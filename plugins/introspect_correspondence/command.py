@@ -5,7 +5,17 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import FILLS, PhaseBars, emit, model_and_inputs, model_options, note, open_model, output_options
+from introspect.plugin import (
+    FILLS,
+    PhaseBars,
+    check_output_folder,
+    emit,
+    model_and_inputs,
+    model_options,
+    note,
+    open_model,
+    output_options,
+)
 
 
 @click.command("correspondence")
@@ -54,6 +64,7 @@ def correspondence_command(model, images, parts_file, layers, random_trials, fil
     model, images = model_and_inputs(model, images)
     if not images:
         raise click.UsageError("Missing argument 'IMAGES...'.")
+    check_output_folder(out)  # a refused --out fails now, not after the work
     net = open_model(model, arch, device, trust_pickle)
     with PhaseBars() as bars:
         result = correspondence(net, list(images), parts_file, list(layers) or None, random_trials=random_trials,

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import IntrospectError, PhaseBars, emit, model_options, open_model, output_options
+from introspect.plugin import (
+    IntrospectError,
+    PhaseBars,
+    check_output_folder,
+    emit,
+    model_options,
+    open_model,
+    output_options,
+)
 from introspect_generalization.probes import CLASSIFIERS
 
 _LABELS = {"features": "features", "classifiers": "classifiers"}
@@ -79,6 +87,7 @@ def generalization_command(model, data, per_class, layers, classifiers, test_dir
     _folder(data, "DATA")
     if test_dir is not None:
         _folder(test_dir, "--test")
+    check_output_folder(out)  # a refused --out fails now, not after the work
     net = open_model(model, arch, device, trust_pickle)
     pre = Preprocess.from_meta(meta_of(net))
     train_set = ImageFolderDataset(data, pre)

@@ -12,6 +12,7 @@ from introspect.plugin import (
     IntrospectError,
     PhaseBars,
     bundled_image_dir,
+    check_output_folder,
     emit_result,
     model_and_inputs,
     model_options,
@@ -128,6 +129,7 @@ def invariance_command(model, images, transform, values, span, layers, targets, 
     check_transform(transform)
     parsed = parse_values(values, span)
     model, paths = _inputs(*model_and_inputs(model, images))
+    check_output_folder(out)  # a refused --out fails now, not after the work
     net = open_model(model, arch, device, trust_pickle)
     given = list(targets) or None
     if not paths:

@@ -8,6 +8,7 @@ import click
 from introspect.plugin import (
     FILLS,
     PhaseBars,
+    check_output_folder,
     emit_result,
     model_and_inputs,
     model_options,
@@ -71,6 +72,7 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
     if image is None and model is not None and model.suffix.lower() in IMAGE_EXTENSIONS:
         model, image = None, model
 
+    check_output_folder(out)  # a refused --out fails now, not after the work
     net = open_model(model, arch, device, trust_pickle)
     x, paths = open_images(net, [image] if image else [])
 
