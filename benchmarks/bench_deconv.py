@@ -98,7 +98,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     if device.type == "cuda":
         print(f"gpu: {torch.cuda.get_device_name(device)}")
-    ranking = top_k(model, images.to(device), "conv5", k=9, batch_size=args.batch_size, project=False)
+    ranking = top_k(model, images.to(device), layer="conv5", k=9, batch_size=args.batch_size, project=False)
     m, k = ranking.image_index.shape
     n_proj = m * k
     print(f"ZFNet conv5 at 224x224: {m} maps x top-{k} over {args.images} images = {n_proj} projections, "

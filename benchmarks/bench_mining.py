@@ -103,12 +103,13 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     with process_group("cpu") as group:
         model, data = network("cpu"), photos(args.images)
-        top_k(model, data, args.layer, args.k, batch_size=args.batch_size, project=False, limit=args.batch_size * 2)
+        top_k(model, data, layer=args.layer, k=args.k, batch_size=args.batch_size, project=False,
+              limit=args.batch_size * 2)
         times = []
         for _ in range(args.rounds):
             dist.barrier()
             start = time.perf_counter()
-            top = top_k(model, data, args.layer, args.k, batch_size=args.batch_size, project=False)
+            top = top_k(model, data, layer=args.layer, k=args.k, batch_size=args.batch_size, project=False)
             times.append(time.perf_counter() - start)
         if group.rank == 0:
             torch.save({"times": times, "image_index": top.image_index, "activation": top.activation,
@@ -124,11 +125,11 @@ def processes(args) -> None:
     print(f"\n{args.processes} Gloo processes ({per_process} thread(s) each) against 1 process "
           f"({args.threads} threads): top_k(project=False), {args.images} images, batch {args.batch_size}")
     model, data = network("cpu"), photos(args.images)
-    top_k(model, data, args.layer, args.k, batch_size=args.batch_size, project=False, limit=args.batch_size * 2)
+    top_k(model, data, layer=args.layer, k=args.k, batch_size=args.batch_size, project=False, limit=args.batch_size * 2)
     one, ref = [], None
     for _ in range(args.rounds):
         start = time.perf_counter()
-        ref = top_k(model, data, args.layer, args.k, batch_size=args.batch_size, project=False)
+        ref = top_k(model, data, layer=args.layer, k=args.k, batch_size=args.batch_size, project=False)
         one.append(time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -85,11 +85,11 @@ def main(argv=None) -> None:
             return Occlusion(forward).attribute(x, sliding_window_shapes=(3, size, size), strides=(3, stride, stride),
                                                 baselines=fill, perturbations_per_eval=ppe, **kwargs)
 
-    ours_d = lambda: occlusion(model, x, size, stride, targets=[target], project=False,  # noqa: E731
+    ours_d = lambda: occlusion(model, x, size=size, stride=stride, targets=[target], project=False,  # noqa: E731
                                batch_size=args.batch_size)
-    ours_full = lambda: occlusion(model, x, size, stride, targets=[target], project=False,  # noqa: E731
+    ours_full = lambda: occlusion(model, x, size=size, stride=stride, targets=[target], project=False,  # noqa: E731
                                   batch_size=args.batch_size, incremental=False)
-    ours_approx = lambda: occlusion(model, x, size, stride, targets=[target], project=False,  # noqa: E731
+    ours_approx = lambda: occlusion(model, x, size=size, stride=stride, targets=[target], project=False,  # noqa: E731
                                     batch_size=args.batch_size, approximate=0.5, check_positions=0)
 
     # warm up, and the channel of panel (b)
@@ -144,8 +144,8 @@ def main(argv=None) -> None:
 
     print("\n2. Fig. 7 (b, d, e)")
     t_captum_b, _ = best_of(lambda: captum_sweep(act_forward, best_ppe, with_target=False), 1)
-    ours_all = lambda: occlusion(model, x, size, stride, targets=[target], layers=[conv5], project=False,  # noqa: E731
-                                 batch_size=args.batch_size)
+    ours_all = lambda: occlusion(model, x, size=size, stride=stride, targets=[target], layers=[conv5],  # noqa: E731
+                                 project=False, batch_size=args.batch_size)
     t_ours_all = min(best_of(ours_all, 1)[0] for _ in range(args.repeat))
     t_captum_all = t_captum_d + t_captum_b
     print(

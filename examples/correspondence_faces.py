@@ -179,7 +179,7 @@ def run(out: str | Path, epochs: int = 20, random_trials: int = 20, n_small: int
     if verbose:
         print(f"held-out accuracy (face / non-face): {accuracy:.3f}; trained in {summary['train_seconds']:.1f} s")
     for key, chosen in (("small", paths[:n_small]), ("all", paths[:n_all])):
-        result = introspect.correspondence(net, chosen, parts_file, ["relu5", "relu7"],
+        result = introspect.correspondence(net, chosen, parts=parts_file, layers=["relu5", "relu7"],
                                            random_trials=random_trials, seed=seed)
         result.save(out / f"correspondence_{len(chosen)}_faces")
         summary[key] = summarize(result)

@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     x = load_images(paths, Preprocess.from_meta(model.introspect_meta))
     numbers = {}
     for transform in ("translate", "scale", "rotate"):
-        result = introspect.invariance(model, x, transform, targets=[labels[p.name] for p in paths],
+        result = introspect.invariance(model, x, transform=transform, targets=[labels[p.name] for p in paths],
                                        fill=args.fill, names=[p.stem for p in paths])
         save_png(args.out / f"invariance_{transform}.png", pictures(result)["figure.png"])
         if args.results is not None:

@@ -7,7 +7,7 @@ The public API::
     image = introspect.load_image("cat.jpg", model)     # 1 x C x H x W, preprocessed for the model
     with introspect.attach(model, ["conv5"]) as rec:    # record activations, leave no trace
         model(image)
-    result = introspect.project(model, image, "conv5")  # a method from a plugin
+    result = introspect.project(model, image, layer="conv5")  # a method from a plugin
 
 Analysis methods come from plugins (``introspect.methods()``) and are reachable as attributes:
 ``introspect.project``, ``introspect.top_k``, ``introspect.occlusion``, ``introspect.correspondence``.

@@ -37,8 +37,8 @@ def rectifier_chain() -> nn.Module:
 def test_chain_path_covers_the_rectifier_family(layer):
     model = rectifier_chain()
     x = torch.randn(2, 3, 40, 40)
-    fast = introspect.project(model, x, layer, top_maps=3, method="chain")
-    slow = introspect.project(model, x, layer, top_maps=3, method="autograd")
+    fast = introspect.project(model, x, layer=layer, maps=3, method="chain")
+    slow = introspect.project(model, x, layer=layer, maps=3, method="autograd")
     assert fast.method == "chain" and slow.method == "autograd"
     torch.testing.assert_close(fast.projections, slow.projections, rtol=1e-4, atol=1e-5)
     assert fast.activation_rules == slow.activation_rules
@@ -51,17 +51,17 @@ def test_chain_path_covers_the_rectifier_family(layer):
 def test_smooth_activation_in_a_chain_and_a_changed_rule_takes_the_autograd_path():
     model = rectifier_chain()
     x = torch.randn(1, 3, 40, 40)
-    fast = introspect.project(model, x, "11", top_maps=2, method="chain")
-    slow = introspect.project(model, x, "11", top_maps=2, method="autograd")
+    fast = introspect.project(model, x, layer="11", maps=2, method="chain")
+    slow = introspect.project(model, x, layer="11", maps=2, method="autograd")
     torch.testing.assert_close(fast.projections, slow.projections, rtol=1e-4, atol=1e-5)
     assert fast.activation_rules["SiLU"] == "deconvnet"
     assert "SiLU" in choice_note(fast.activation_rules)
-    changed = introspect.project(model, x, "11", top_maps=2, rule=RULES["deconvnet"].but(silu="gradient"))
+    changed = introspect.project(model, x, layer="11", maps=2, rule=RULES["deconvnet"].but(silu="gradient"))
     assert changed.method == "autograd" and changed.activation_rules["SiLU"] == "gradient"
     assert changed.to_dict()["activation_rules"]["SiLU"] == "gradient"
     assert not torch.allclose(changed.projections, slow.projections)
     with pytest.raises(introspect.IntrospectError, match="chain path computes the deconvnet rule"):
-        introspect.project(model, x, "11", rule=RULES["deconvnet"].but(silu="gradient"), method="chain")
+        introspect.project(model, x, layer="11", rule=RULES["deconvnet"].but(silu="gradient"), method="chain")
 
 
 def test_mobilenet_v2_chain_up_to_its_first_residual_block():
@@ -74,11 +74,11 @@ def test_mobilenet_v2_chain_up_to_its_first_residual_block():
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.weight.uniform_(0.5, 3.0)
     x = torch.randn(1, 3, 48, 48)
-    fast = introspect.project(model, x, "features.2", top_maps=2)
-    slow = introspect.project(model, x, "features.2", top_maps=2, method="autograd")
+    fast = introspect.project(model, x, layer="features.2", maps=2)
+    slow = introspect.project(model, x, layer="features.2", maps=2, method="autograd")
     assert fast.method == "chain" and fast.activation_rules == {"ReLU6": "deconvnet"}
     torch.testing.assert_close(fast.projections, slow.projections, rtol=1e-4, atol=1e-5)
-    residual = introspect.project(model, x, "features.4", top_maps=1)
+    residual = introspect.project(model, x, layer="features.4", maps=1)
     assert residual.method == "autograd" and residual.to_dict()["method"] == "autograd"
 
 

@@ -154,7 +154,7 @@ def test_api_matches_a_loop_over_pairs():
     model, x = tiny_zfnet(), images()
     layers = ["conv5", "relu5", "fc7", "relu7"]
     before = snapshot(model)
-    result = introspect.correspondence(model, x, PARTS, layers, random_trials=2, seed=7, batch_size=4)
+    result = introspect.correspondence(model, x, parts=PARTS, layers=layers, random_trials=2, seed=7, batch_size=4)
     assert same_snapshot(before, snapshot(model))
     assert result.layers == layers and result.parts == ["eye", "nose"] and result.rows == ["eye", "nose", "random"]
     assert result.layer_names == ["features.12", "features.13", "classifier.4", "classifier.5"]
@@ -186,9 +186,9 @@ def test_api_matches_a_loop_over_pairs():
 
 def test_random_boxes_have_the_part_size_are_inside_and_follow_the_seed():
     model, x = tiny_zfnet(), images()
-    a = introspect.correspondence(model, x, PARTS, ["relu5"], random_trials=6, seed=3)
-    b = introspect.correspondence(model, x, PARTS, ["relu5"], random_trials=6, seed=3)
-    c = introspect.correspondence(model, x, PARTS, ["relu5"], random_trials=6, seed=4)
+    a = introspect.correspondence(model, x, parts=PARTS, layers=["relu5"], random_trials=6, seed=3)
+    b = introspect.correspondence(model, x, parts=PARTS, layers=["relu5"], random_trials=6, seed=3)
+    c = introspect.correspondence(model, x, parts=PARTS, layers=["relu5"], random_trials=6, seed=4)
     for part in a.parts:
         rb, pb = a.random_boxes[part], a.boxes[part]
         assert rb.shape == (6, 4, 4)
@@ -201,9 +201,9 @@ def test_random_boxes_have_the_part_size_are_inside_and_follow_the_seed():
 
 def test_eval_mode_is_used_and_flags_restored():
     model, x = tiny_zfnet(), images()
-    expected = introspect.correspondence(model, x, PARTS, ["relu7"], random_trials=0)
+    expected = introspect.correspondence(model, x, parts=PARTS, layers=["relu7"], random_trials=0)
     model.train()
-    got = introspect.correspondence(model, x, PARTS, ["relu7"], random_trials=0)
+    got = introspect.correspondence(model, x, parts=PARTS, layers=["relu7"], random_trials=0)
     assert got.mean == expected.mean  # dropout off during the analysis
     assert all(m.training for m in model.modules())
 
@@ -221,7 +221,7 @@ def test_default_layers():
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     assert default_layers(plain) == ["0"]
     x = torch.randn(3, 3, 10, 10)
-    result = correspondence(net, x, {"p": [2, 2, 5, 5]}, random_trials=2, mean=(0, 0, 0), std=(1, 1, 1))
+    result = correspondence(net, x, parts={"p": [2, 2, 5, 5]}, random_trials=2, mean=(0, 0, 0), std=(1, 1, 1))
     assert result.layers == ["3", "7"] and result.feature_size == {"3": 4 * 6 * 6, "7": 8}
 
 
@@ -235,13 +235,13 @@ def test_files_api_maps_boxes_through_the_preprocessing(tmp_path):
         paths.append(path)
     # in each image's own pixels: 80x64 -> resize 80x64 (short side 64), crop columns 8..72
     parts = {"p": {"img0.png": [10, 20, 30, 40], "img1.png": [32, 10, 48, 30], "img2.png": [20, 40, 60, 80]}}
-    result = introspect.correspondence(model, paths, parts, ["relu5"], random_trials=2)
+    result = introspect.correspondence(model, paths, parts=parts, layers=["relu5"], random_trials=2)
     pre = Preprocess.from_meta(introspect.meta_of(model))
     assert torch.equal(result.input, load_images(paths, pre))
     # img0: scale 1, offset (0, 8); img1: scale 1, offset (16, 0); img2: scale 0.5, offset (0, 0)
     assert result.boxes["p"].tolist() == [[10, 12, 30, 32], [16, 10, 32, 30], [10, 20, 30, 40]]
     assert result.image_names == ["img0.png", "img1.png", "img2.png"]
-    same = introspect.correspondence(model, result.input, {"p": result.boxes["p"].tolist()}, ["relu5"],
+    same = introspect.correspondence(model, result.input, parts={"p": result.boxes["p"].tolist()}, layers=["relu5"],
                                      random_trials=2)
     assert same.pairs["p"]["relu5"].tolist() == result.pairs["p"]["relu5"].tolist()
 
@@ -296,24 +296,24 @@ def test_parts_file_json_and_yaml(tmp_path, monkeypatch):
 ])
 def test_bad_parts_are_one_line_errors(parts, message):
     with pytest.raises(IntrospectError, match=message) as info:
-        correspondence(tiny_zfnet(), images(), parts, ["relu5"])
+        correspondence(tiny_zfnet(), images(), parts=parts, layers=["relu5"])
     assert "\n" not in str(info.value)
 
 
 def test_other_errors():
     model = tiny_zfnet()
     with pytest.raises(IntrospectError, match="compares pairs of images but got 1"):
-        correspondence(model, images(1), {"p": [1, 2, 3, 4]})
+        correspondence(model, images(1), parts={"p": [1, 2, 3, 4]})
     with pytest.raises(IntrospectError, match="N x C x H x W"):
-        correspondence(model, images()[0], {"p": [1, 2, 3, 4]})
+        correspondence(model, images()[0], parts={"p": [1, 2, 3, 4]})
     with pytest.raises(IntrospectError, match="unknown layer 'relu9'"):
-        correspondence(model, images(), {"p": [1, 2, 3, 4]}, ["relu9"])
+        correspondence(model, images(), parts={"p": [1, 2, 3, 4]}, layers=["relu9"])
     with pytest.raises(IntrospectError, match="unknown fill"):
-        correspondence(model, images(), {"p": [1, 2, 3, 4]}, fill="pink")
+        correspondence(model, images(), parts={"p": [1, 2, 3, 4]}, fill="pink")
     with pytest.raises(IntrospectError, match=r"cannot run on images of shape \(1, 64, 64\)"):
-        correspondence(model, images()[:, :1], {"p": [1, 2, 3, 4]}, ["relu5"], mean=(0.5,), std=(0.25,))
+        correspondence(model, images()[:, :1], parts={"p": [1, 2, 3, 4]}, layers=["relu5"], mean=(0.5,), std=(0.25,))
     with pytest.raises(IntrospectError, match="random_trials"):
-        correspondence(model, images(), {"p": [1, 2, 3, 4]}, random_trials=-1)
+        correspondence(model, images(), parts={"p": [1, 2, 3, 4]}, random_trials=-1)
 
 
 def test_file_errors(tmp_path):
@@ -323,15 +323,15 @@ def test_file_errors(tmp_path):
     paths = [tmp_path / "i0.png", tmp_path / "i1.png"]
     with pytest.raises(IntrospectError, match=r"part 'p' of image 'i1.png': box \[40, 0, 50, 10\] lies outside "
                                               r"the image \(height 48, width 64\)"):
-        correspondence(model, paths, {"p": [[1, 20, 3, 24], [40, 0, 50, 10]]})
+        correspondence(model, paths, parts={"p": [[1, 20, 3, 24], [40, 0, 50, 10]]})
     # 64x48 -> 85x64 after the resize, crop columns 10..74: columns 0..5 of the image are cut away
     with pytest.raises(IntrospectError, match="falls outside the model's center crop"):
-        correspondence(model, paths, {"p": [10, 0, 20, 5]})
+        correspondence(model, paths, parts={"p": [10, 0, 20, 5]})
     with pytest.raises(IntrospectError, match="compares pairs of images but got 1"):
-        correspondence(model, paths[:1], {"p": [1, 2, 3, 4]})
+        correspondence(model, paths[:1], parts={"p": [1, 2, 3, 4]})
     (tmp_path / "bad.json").write_text("{nose: [1, 2")
     with pytest.raises(IntrospectError, match="not valid JSON"):
-        correspondence(model, paths, tmp_path / "bad.json")
+        correspondence(model, paths, parts=tmp_path / "bad.json")
     (tmp_path / "list.json").write_text("[[1, 2, 3, 4]]")
     with pytest.raises(IntrospectError, match="must map part names to boxes"):
         load_parts(tmp_path / "list.json")
@@ -342,6 +342,6 @@ def test_file_errors(tmp_path):
 def test_a_list_of_image_tensors_is_stacked():
     model, x = tiny_zfnet(), images(3)
     parts = {"p": [5, 5, 30, 30]}
-    stacked = correspondence(model, x, parts, ["relu5"], random_trials=2)
-    listed = correspondence(model, [x[k:k + 1] for k in range(3)], parts, ["relu5"], random_trials=2)
+    stacked = correspondence(model, x, parts=parts, layers=["relu5"], random_trials=2)
+    listed = correspondence(model, [x[k:k + 1] for k in range(3)], parts=parts, layers=["relu5"], random_trials=2)
     assert listed.mean == stacked.mean and torch.equal(listed.input, stacked.input)

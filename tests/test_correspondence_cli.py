@@ -69,7 +69,7 @@ def test_cli_end_to_end(setup):
 
     # the files say what the API says on the same model, images and parts
     model = introspect.load_model(ckpt, device="cpu")
-    api = introspect.correspondence(model, paths, parts_file, ["relu5", "relu7"], random_trials=3, seed=1)
+    api = introspect.correspondence(model, paths, parts=parts_file, layers=["relu5", "relu7"], random_trials=3, seed=1)
     saved = json.loads((out / "result.json").read_text())
     for row in ("eye", "nose", "random"):
         for layer in ("relu5", "relu7"):

@@ -85,8 +85,8 @@ def test_projection(device, mode):
 
     x = images(3)
     ref_model, model = small_zfnet(), small_zfnet(device)
-    ref = project(ref_model, x, "conv5", channels=list(range(10)), mode=mode)
-    got = project(model, x.to(device), "conv5", channels=list(range(10)), mode=mode)
+    ref = project(ref_model, x, layer="conv5", channels=list(range(10)), mode=mode)
+    got = project(model, x.to(device), layer="conv5", channels=list(range(10)), mode=mode)
     assert on_device(model, device)
     assert got.projections.device.type == "cpu" and got.method == ref.method == "chain"
     assert torch.equal(got.channel, ref.channel) and torch.equal(got.image_index, ref.image_index)
@@ -109,8 +109,8 @@ def test_top_k(device):
     n = 10
     x = images(n)
     ref_model, model = small_zfnet(), small_zfnet(device)
-    ref = top_k(ref_model, x, "conv5", k=n, batch_size=4)             # k = n: every image is ranked
-    got = top_k(model, x, "conv5", k=n, batch_size=4)                # a CPU data set, streamed to the model
+    ref = top_k(ref_model, x, layer="conv5", k=n, batch_size=4)             # k = n: every image is ranked
+    got = top_k(model, x, layer="conv5", k=n, batch_size=4)                # a CPU data set, streamed to the model
     assert on_device(model, device)
     assert got.images_seen == ref.images_seen == n and torch.equal(got.channels, ref.channels)
     # the ranked values themselves are continuous: compare them all, whatever the order of near ties
@@ -164,8 +164,8 @@ def test_correspondence(device):
     parts = {"corner": [0, 0, 24, 24], "centre": [36, 36, 60, 60]}
     options = dict(layers=["features.11", "features.13"], random_trials=3, seed=5)
     ref_model, model = small_zfnet(), small_zfnet(device)
-    ref = correspondence(ref_model, x, parts, **options)
-    got = correspondence(model, x.to(device), parts, **options)
+    ref = correspondence(ref_model, x, parts=parts, **options)
+    got = correspondence(model, x.to(device), parts=parts, **options)
     assert on_device(model, device)
     assert got.feature_size == ref.feature_size == {"features.11": 400, "features.13": 250}
     assert torch.equal(got.input, ref.input)

@@ -88,7 +88,7 @@ def test_two_layer_projection_worked_out_by_hand():
                             expected[yy, xx] += rectified[c, y, x_] * w1[c, 0, i, j]
 
     for method in ("chain", "autograd"):
-        result = project(net, x, "3", channels=[0], method=method)
+        result = project(net, x, layer="3", channels=[0], method=method)
         assert result.method == method
         assert result.position[0].tolist() == [oy, ox]
         assert float(result.activation[0]) == pytest.approx(a2[oy, ox], rel=1e-5)
@@ -115,7 +115,7 @@ def test_overlapping_pools_sum_their_contributions():
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, 2, 2] = 1.5
     for method in ("chain", "autograd"):
-        result = project(net, x, "3", channels=[0], method=method)
+        result = project(net, x, layer="3", channels=[0], method=method)
         value = float(result.activation[0])
         assert value == pytest.approx(1.5 * 10)
         expected = torch.zeros(5, 5)
@@ -163,7 +163,7 @@ def test_unpool_and_filter_match_torch_adjoints():
 def _captum_check(model, forward, module, x, layer, maps_per_image=2):
     from captum.attr import NeuronDeconvolution
 
-    result = project(model, x, layer, top_maps=maps_per_image)
+    result = project(model, x, layer=layer, maps=maps_per_image)
     captum = NeuronDeconvolution(forward, module)
     assert len(result) == x.shape[0] * maps_per_image
     for i in range(len(result)):
@@ -208,7 +208,7 @@ def test_whole_map_matches_captum_with_the_map_as_seed():
 
     model = torchvision.models.vgg11().eval()
     x = torch.randn(1, 3, 64, 64)
-    result = project(model, x, "features.13", channels=[3, 10], mode="map")
+    result = project(model, x, layer="features.13", channels=[3, 10], mode="map")
     with attach(model, ["features.13"]) as rec:
         rec.forward(x, stop=True)
     act = rec["features.13"]
@@ -272,9 +272,9 @@ def test_lrn_is_passed_through_on_the_way_down():
     true_gradient = _reference(features, x, 5, 2, lrn_gradient=True)
     assert cosine(expected, true_gradient) < 0.999  # the strong LRN makes the choice visible
     for method in ("chain", "autograd"):
-        result = project(features, x, "5", channels=[2], method=method)
+        result = project(features, x, layer="5", channels=[2], method=method)
         torch.testing.assert_close(result.projections[0], expected, rtol=1e-4, atol=1e-6)
-    assert project(features, x, "5", channels=[2]).method == "chain"
+    assert project(features, x, layer="5", channels=[2]).method == "chain"
 
 
 def test_batchnorm_is_applied_as_its_transpose():
@@ -290,7 +290,7 @@ def test_batchnorm_is_applied_as_its_transpose():
     x = torch.randn(1, 3, 24, 24)
     expected = _reference(features, x, 6, 4)
     for method in ("chain", "autograd"):
-        result = project(features, x, "6", channels=[4], method=method)
+        result = project(features, x, layer="6", channels=[4], method=method)
         torch.testing.assert_close(result.projections[0], expected, rtol=1e-4, atol=1e-6)
 
 
@@ -298,8 +298,8 @@ def test_batchnorm_is_applied_as_its_transpose():
 def test_chain_and_autograd_paths_agree(mode):
     model = zfnet(widths=(16, 24, 32, 32, 24)).eval()  # with LRN
     x = torch.randn(3, 3, 96, 96)
-    fast = project(model, x, "conv5", mode=mode, top_maps=4, method="chain")
-    slow = project(model, x, "conv5", mode=mode, top_maps=4, method="autograd")
+    fast = project(model, x, layer="conv5", mode=mode, maps=4, method="chain")
+    slow = project(model, x, layer="conv5", mode=mode, maps=4, method="autograd")
     assert fast.method == "chain" and slow.method == "autograd"
     assert torch.equal(fast.channel, slow.channel) and torch.equal(fast.position, slow.position)
     scale = float(slow.projections.abs().max())
@@ -313,7 +313,7 @@ def test_chain_and_autograd_paths_agree(mode):
 def test_strongest_maps_positions_and_boxes_match_a_plain_forward():
     model = zfnet(widths=(16, 24, 32, 32, 24)).eval()
     x = torch.randn(2, 3, 96, 96)
-    result = project(model, x, "conv5", top_maps=5)
+    result = project(model, x, layer="conv5", maps=5)
     with attach(model, ["conv5"]) as rec:
         rec.forward(x, stop=True)
     act = rec["conv5"]
@@ -343,10 +343,10 @@ def test_receptive_field_matches_the_core_and_the_paper():
 def test_every_image_of_a_batch_gets_its_own_result():
     model = torchvision.models.resnet18().eval()
     x = torch.randn(3, 3, 32, 32)
-    batched = project(model, x, "layer2", top_maps=2, batch_size=2)
+    batched = project(model, x, layer="layer2", maps=2, batch_size=2)
     assert batched.image_index.tolist() == [0, 0, 1, 1, 2, 2]
     for n in range(3):
-        alone = project(model, x[n], "layer2", top_maps=2)
+        alone = project(model, x[n], layer="layer2", maps=2)
         rows = batched.image_index == n
         assert torch.equal(alone.channel, batched.channel[rows])
         torch.testing.assert_close(alone.projections, batched.projections[rows], rtol=1e-4, atol=1e-6)
@@ -359,9 +359,9 @@ def test_walk_in_many_small_batches_gives_the_same_projections(monkeypatch):
 
     model = zfnet(widths=(16, 24, 32, 32, 24)).eval()
     x = torch.randn(2, 3, 96, 96)
-    one_batch = project(model, x, "conv5", top_maps=6, method="chain")
+    one_batch = project(model, x, layer="conv5", maps=6, method="chain")
     monkeypatch.setattr(deconvnet, "CHAIN_BUDGET", 1)  # one window per walk
-    many = project(model, x, "conv5", top_maps=6, method="chain")
+    many = project(model, x, layer="conv5", maps=6, method="chain")
     torch.testing.assert_close(many.projections, one_batch.projections, rtol=1e-5, atol=1e-9)
     assert one_batch.projections.abs().sum() > 0
 
@@ -417,10 +417,10 @@ def test_chain_detection():
     for cls in (Functional, InPlaceBetween):
         model = cls().eval()
         assert trace_chain(model, x, model.b) is None
-        result = project(model, x, "b", channels=[0])
+        result = project(model, x, layer="b", channels=[0])
         assert result.method == "autograd"
     with pytest.raises(IntrospectError, match="autograd"):
-        project(resnet, x, "layer1", method="chain")
+        project(resnet, x, layer="layer1", method="chain")
 
 
 def test_model_is_left_as_found_and_runs_in_eval_mode():
@@ -429,22 +429,22 @@ def test_model_is_left_as_found_and_runs_in_eval_mode():
     model.classifier.eval()  # mixed flags must come back as they were
     before = snapshot(model)
     x = torch.randn(1, 3, 96, 96)
-    first = project(model, x, "conv5", top_maps=2)
-    second = project(model.eval(), x, "conv5", top_maps=2)
+    first = project(model, x, layer="conv5", maps=2)
+    second = project(model.eval(), x, layer="conv5", maps=2)
     model.train()
     model.classifier.eval()
     assert same_snapshot(before, snapshot(model))
     torch.testing.assert_close(first.projections, second.projections)
     resnet = torchvision.models.resnet18().eval()
     before = snapshot(resnet)
-    project(resnet, torch.randn(1, 3, 64, 64), "layer2", top_maps=1)
+    project(resnet, torch.randn(1, 3, 64, 64), layer="layer2", maps=1)
     assert same_snapshot(before, snapshot(resnet))
 
 
 def test_fully_connected_units_project_through_the_whole_image():
     model = zfnet(widths=(16, 24, 32, 32, 24), fc=32, pool5_size=2, num_classes=5).eval()
     x = torch.randn(1, 3, 96, 96)
-    result = project(model, x, "fc8", channels=[1, 3])
+    result = project(model, x, layer="fc8", channels=[1, 3])
     assert result.method == "autograd" and result.projections.shape == (2, 3, 96, 96)
     assert result.boxes.tolist() == [[0, 0, 96, 96]] * 2
 
@@ -453,13 +453,13 @@ def test_user_errors_are_one_line_introspect_errors():
     model = zfnet(widths=(16, 24, 32, 32, 24)).eval()
     x = torch.randn(1, 3, 96, 96)
     with pytest.raises(IntrospectError, match="mode"):
-        project(model, x, "conv5", mode="mean")
+        project(model, x, layer="conv5", mode="mean")
     with pytest.raises(IntrospectError, match="0..23"):
-        project(model, x, "conv5", channels=[24])
+        project(model, x, layer="conv5", channels=[24])
     with pytest.raises(IntrospectError, match="unknown layer"):
-        project(model, x, "conv9")
+        project(model, x, layer="conv9")
     with pytest.raises(IntrospectError, match="N x C x H x W"):
-        project(model, torch.randn(96, 96), "conv5")
+        project(model, torch.randn(96, 96), layer="conv5")
 
 
 def test_registered_as_introspect_methods_and_result_roundtrip(tmp_path):
@@ -467,7 +467,7 @@ def test_registered_as_introspect_methods_and_result_roundtrip(tmp_path):
     assert introspect.methods()["top_k"].plugin == "deconv"
     model = zfnet(widths=(16, 24, 32, 32, 24)).eval()
     x = torch.randn(2, 3, 96, 96)
-    result = introspect.project(model, x, "conv5", channels=[1, 2])
+    result = introspect.project(model, x, layer="conv5", channels=[1, 2])
     assert isinstance(result, Projection) and len(result) == 4
     files = result.save(tmp_path / "out")
     names = sorted(p.name for p in files)

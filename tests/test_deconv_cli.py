@@ -142,7 +142,7 @@ def test_top_writes_figures_arrays_and_json(files, tmp_path):
     from introspect_deconv import top_k
 
     model = load_model(files["model"])
-    api = top_k(model, ImageFolderDataset(files["data"], Preprocess.from_meta(model.introspect_meta)), "conv5",
+    api = top_k(model, ImageFolderDataset(files["data"], Preprocess.from_meta(model.introspect_meta)), layer="conv5",
                 k=3, channels=[0, 1, 2, 7], project=False)
     assert [[e["image"] for e in m["top"]] for m in doc["maps"]] == api.image_index.tolist()
 

@@ -60,7 +60,7 @@ def brute_force(model, data, layer, k, batch_size):
 def test_running_top_k_equals_brute_force(batch_size):
     model = small_zfnet()
     data = data_with_ties()
-    top = top_k(model, data, "conv5", k=4, batch_size=batch_size, project=False)
+    top = top_k(model, data, layer="conv5", k=4, batch_size=batch_size, project=False)
     expected = brute_force(model, data, "features.12", 4, batch_size)
     assert top.images_seen == 13 and top.channels.tolist() == list(range(12))
     ties = 0
@@ -76,17 +76,17 @@ def test_running_top_k_equals_brute_force(batch_size):
 def test_channels_and_fewer_images_than_k():
     model = small_zfnet()
     data = data_with_ties()[:3]
-    top = top_k(model, data, "conv5", k=5, channels=[7, 2], project=True)
+    top = top_k(model, data, layer="conv5", k=5, channels=[7, 2], project=True)
     assert top.channels.tolist() == [2, 7]
     assert (top.image_index[:, 3:] == -1).all() and (top.image_index[:, :3] >= 0).all()
     assert torch.isinf(top.activation[:, 3:]).all()
     assert top.projections[:, 3:].abs().sum() == 0
     with pytest.raises(IntrospectError, match="0..11"):
-        top_k(model, data, "conv5", channels=[12])
+        top_k(model, data, layer="conv5", channels=[12])
     with pytest.raises(IntrospectError, match="positive"):
-        top_k(model, data, "conv5", k=0)
+        top_k(model, data, layer="conv5", k=0)
     with pytest.raises(IntrospectError, match=r"N x C x H x W, got shape \(3, 64, 64\).*x\[None\]"):
-        top_k(model, data[0], "conv5")
+        top_k(model, data[0], layer="conv5")
 
 
 def test_memory_stays_constant_while_streaming():
@@ -104,14 +104,14 @@ def test_winners_are_projected_and_cut_like_single_projections():
     model = small_zfnet()
     data = data_with_ties()
     before = snapshot(model)
-    top = top_k(model, data, "conv5", k=3, channels=[0, 4, 9], batch_size=5)
+    top = top_k(model, data, layer="conv5", k=3, channels=[0, 4, 9], batch_size=5)
     assert same_snapshot(before, snapshot(model))
     assert top.method == "chain"
     assert top.projections.shape == (3, 3, 3, 64, 64)    # receptive field (139) > image: whole image
     for j in range(3):
         for r in range(3):
             n, c = int(top.image_index[j, r]), int(top.channels[j])
-            single = project(model, data[n], "conv5", channels=[c])
+            single = project(model, data[n], layer="conv5", channels=[c])
             assert single.position[0].tolist() == top.position[j, r].tolist()
             torch.testing.assert_close(top.projections[j, r], single.projections[0], rtol=1e-4, atol=1e-7)
             torch.testing.assert_close(top.patches[j, r], data[n])
@@ -121,7 +121,7 @@ def test_windows_are_receptive_fields_when_smaller_than_the_image():
     torch.manual_seed(0)
     model = torchvision.models.vgg11().eval()
     data = torch.randn(6, 3, 64, 64)
-    top = top_k(model, data, "features.3", k=2, channels=[1, 5])   # receptive field 8 x 8
+    top = top_k(model, data, layer="features.3", k=2, channels=[1, 5])   # receptive field 8 x 8
     assert top.field.size == (8, 8) and top.projections.shape == (2, 2, 3, 8, 8)
     for j in range(2):
         for r in range(2):
@@ -129,7 +129,7 @@ def test_windows_are_receptive_fields_when_smaller_than_the_image():
             oy, ox = top.origins[j, r].tolist()
             y0, x0, y1, x1 = top.boxes[j, r].tolist()
             assert (max(oy, 0), max(ox, 0)) == (y0, x0)
-            full = project(model, data[n], "features.3", channels=[c]).projections[0]
+            full = project(model, data[n], layer="features.3", channels=[c]).projections[0]
             assert full.abs().sum() > 0
             torch.testing.assert_close(top.projections[j, r, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox],
                                        full[:, y0:y1, x0:x1], rtol=1e-4, atol=1e-7)
@@ -141,12 +141,12 @@ def test_generic_path_gives_the_same_top_k():
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     data = torch.randn(5, 3, 48, 48)
-    top = top_k(model, data, "layer2", k=2, channels=[3, 8])
+    top = top_k(model, data, layer="layer2", k=2, channels=[3, 8])
     assert top.method == "autograd"
     for j in range(2):
         for r in range(2):
             n, c = int(top.image_index[j, r]), int(top.channels[j])
-            single = project(model, data[n], "layer2", channels=[c])
+            single = project(model, data[n], layer="layer2", channels=[c])
             torch.testing.assert_close(top.projections[j, r], single.projections[0], rtol=1e-4, atol=1e-6)
 
 
@@ -162,7 +162,7 @@ def test_image_folder_and_progress(tmp_path):
         Image.fromarray(rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     data = ImageFolderDataset(tmp_path, Preprocess((3, 64, 64)))
     calls = []
-    top = introspect.top_k(small_zfnet(), data, "conv5", k=2, channels=[1], batch_size=2,
+    top = introspect.top_k(small_zfnet(), data, layer="conv5", k=2, channels=[1], batch_size=2,
                            progress=lambda phase, done, total: calls.append((phase, done, total)))
     assert isinstance(top, TopK)
     assert [c for c in calls if c[0] == "mine"] == [("mine", 2, 5), ("mine", 4, 5), ("mine", 5, 5)]

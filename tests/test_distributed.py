@@ -127,9 +127,9 @@ def test_distributed_argument():
     data = torch.randn(2, 3, 48, 48)
     assert group_of(None) is None and group_of(False) is None
     with pytest.raises(IntrospectError, match="no torch.distributed process group is initialized"):
-        top_k(model, data, "conv4", 2, distributed=True)
+        top_k(model, data, layer="conv4", k=2, distributed=True)
     with pytest.raises(IntrospectError, match="None, True or False"):
-        top_k(model, data, "conv4", 2, distributed="yes")
+        top_k(model, data, layer="conv4", k=2, distributed="yes")
     with pytest.raises(ValueError, match="bad image"):             # no group: the error itself
         check_ranks(ValueError("bad image"))
     check_ranks(None)

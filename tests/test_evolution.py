@@ -94,7 +94,7 @@ def window(full: torch.Tensor, origin, size) -> torch.Tensor:
 
 
 def test_every_column_is_the_strongest_activation_of_its_checkpoint(run, data):
-    result = feature_evolution(run, data, ["conv1", "conv5"], maps=4, batch_size=len(data))
+    result = feature_evolution(run, data, layers=["conv1", "conv5"], maps=4, batch_size=len(data))
     files = sorted(run.glob("epoch_*.pt"))
     assert result.epochs == [1, 2, 3] and result.sources == [str(f) for f in files]
     assert result.images_seen == len(data)
@@ -117,7 +117,7 @@ def test_every_column_is_the_strongest_activation_of_its_checkpoint(run, data):
                 box = [max(y0, 0), max(x0, 0), min(y0 + field.size[0], 32), min(x0 + field.size[1], 32)]
                 assert entry.boxes[j, k].tolist() == box
                 # the projection is the deconvnet projection of that one activation of that image
-                full = introspect.project(model, data[image:image + 1], entry.layer, channels=[c]).projections[0]
+                full = introspect.project(model, data[image:image + 1], layer=entry.layer, channels=[c]).projections[0]
                 expected = window(full, entry.origins[j, k].tolist(), tuple(entry.projections.shape[-2:]))
                 torch.testing.assert_close(entry.projections[j, k], expected, rtol=1e-4, atol=1e-6)
                 assert float(entry.projections[j, k].abs().max()) > 0
@@ -126,7 +126,7 @@ def test_every_column_is_the_strongest_activation_of_its_checkpoint(run, data):
 def test_rows_and_columns_keep_the_given_order(run, data):
     files = sorted(run.glob("epoch_*.pt"))
     order = [files[2], files[0], files[1]]
-    result = feature_evolution(order, data, "conv3", channels=[9, 0, 4, 9], batch_size=7)
+    result = feature_evolution(order, data, layers="conv3", channels=[9, 0, 4, 9], batch_size=7)
     assert result.epochs == [3, 1, 2] and result.sources == [str(f) for f in order]
     assert result.channels.tolist() == [9, 0, 4] and result["conv3"].selection == "given"
     assert result.projections.shape[:2] == (3, 3)
@@ -138,7 +138,7 @@ def test_rows_and_columns_keep_the_given_order(run, data):
 
 
 def test_several_layers_need_picking_and_channels_per_layer(run, data):
-    result = feature_evolution(run, data, ["conv2", "conv1"], channels={"conv1": [2, 1]}, maps=3)
+    result = feature_evolution(run, data, layers=["conv2", "conv1"], channels={"conv1": [2, 1]}, maps=3)
     assert [entry.name for entry in result.layers] == ["conv2", "conv1"]
     assert result["conv1"].channels.tolist() == [2, 1] and result["features.0"].selection == "given"
     assert len(result["conv2"].channels) == 3
@@ -164,7 +164,7 @@ def test_a_folder_is_sorted_by_epoch_number_not_by_name(tmp_path):
     for epoch in (10, 2, 1):
         save(tmp_path / f"epoch_{epoch}.pt", make_model(epoch), epoch)
     (tmp_path / "other.pt").write_bytes(b"not a checkpoint")  # ignored: not epoch_*.pt
-    result = feature_evolution(tmp_path, images, "conv1", channels=[0])
+    result = feature_evolution(tmp_path, images, layers="conv1", channels=[0])
     assert result.epochs == [1, 2, 10]
     assert [p.rsplit("/", 1)[-1] for p in result.sources] == ["epoch_1.pt", "epoch_2.pt", "epoch_10.pt"]
     for k, epoch in enumerate((1, 2, 10)):
@@ -174,7 +174,7 @@ def test_a_folder_is_sorted_by_epoch_number_not_by_name(tmp_path):
     names_only = tmp_path / "names"  # no epoch stored: the number in the name orders and labels them
     for epoch in (12, 3):
         save(names_only / f"epoch_{epoch}.pt", make_model(epoch))
-    assert feature_evolution(names_only, images, "conv1", channels=[0]).epochs == [3, 12]
+    assert feature_evolution(names_only, images, layers="conv1", channels=[0]).epochs == [3, 12]
 
 
 def test_loaded_models_are_numbered_and_left_as_they_were(tmp_path):
@@ -182,11 +182,11 @@ def test_loaded_models_are_numbered_and_left_as_they_were(tmp_path):
     a, b = make_model(1), make_model(2)
     b.train()
     before = [p.detach().clone() for p in b.parameters()]
-    result = feature_evolution([a, b], images, "conv2", maps=2)
+    result = feature_evolution([a, b], images, layers="conv2", maps=2)
     assert result.epochs == [1, 2] and result.sources == ["model 0", "model 1"]
     assert b.training and all(m.training for m in b.modules())
     assert all(torch.equal(p, q) for p, q in zip(before, b.parameters()))
-    assert feature_evolution([a, b], images, "conv2", maps=2, epochs=[5, 40]).epochs == [5, 40]
+    assert feature_evolution([a, b], images, layers="conv2", maps=2, epochs=[5, 40]).epochs == [5, 40]
     # default maps: the strongest at the last checkpoint, strongest first
     best, _ = brute_force(b.eval(), images, "features.4")
     assert result.channels.tolist() == sorted(best, key=lambda c: (-best[c][0], c))[:2]
@@ -197,12 +197,12 @@ def test_checkpoints_of_different_architectures_are_refused(tmp_path):
     first = save(tmp_path / "epoch_001.pt", make_model(1), 1)
     wider = save(tmp_path / "wide" / "epoch_002.pt", make_model(2, (4, 8, 6, 6, 4)), 2, widths=(4, 8, 6, 6, 4))
     with pytest.raises(IntrospectError, match=r"does not match .*epoch_001.pt: features.4.weight of shape"):
-        feature_evolution([first, wider], images, "conv1")
+        feature_evolution([first, wider], images, layers="conv1")
     bigger = save(tmp_path / "big" / "epoch_002.pt", make_model(2), 2, size=96)
     with pytest.raises(IntrospectError, match="input size 3x96x96 instead of 3x64x64"):
-        feature_evolution([first, bigger], images, "conv1")
+        feature_evolution([first, bigger], images, layers="conv1")
     with pytest.raises(IntrospectError, match="epoch_001.pt does not match model 0"):  # loaded models too
-        feature_evolution([make_model(3, (4, 8, 6, 6, 4)), first], images, "conv1")
+        feature_evolution([make_model(3, (4, 8, 6, 6, 4)), first], images, layers="conv1")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -221,28 +221,28 @@ def test_bad_inputs_give_one_line_errors(tmp_path, args, message):
     where = {"ok": tmp_path / "ok", "empty": tmp_path / "empty", "missing_folder": tmp_path / "nope"}
     first = where.get(args[0], args[0]) if isinstance(args[0], str) else args[0]
     with pytest.raises(IntrospectError, match=message) as info:
-        feature_evolution(first, torch.randn(2, 3, 64, 64), *args[1:])
+        feature_evolution(first, torch.randn(2, 3, 64, 64), **dict(zip(("layers", "channels", "maps"), args[1:])))
     assert "\n" not in str(info.value)
 
 
 def test_one_image_without_a_batch_dimension_is_a_one_line_error():
     with pytest.raises(IntrospectError, match=r"\(N, C, H, W\), got shape \(3, 64, 64\)") as info:
-        feature_evolution([make_model(1)], torch.randn(3, 64, 64), "conv2", maps=1)
+        feature_evolution([make_model(1)], torch.randn(3, 64, 64), layers="conv2", maps=1)
     assert "\n" not in str(info.value)
 
 
 def test_channels_as_numpy_or_tensor_integers_are_the_same_maps():
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     models = [make_model(1), make_model(2)]
-    listed = feature_evolution(models, images, "conv2", channels=[4, 1])
+    listed = feature_evolution(models, images, layers="conv2", channels=[4, 1])
     for given in (np.array([4, 1]), torch.tensor([4, 1])):
-        got = feature_evolution(models, images, "conv2", channels=given)
+        got = feature_evolution(models, images, layers="conv2", channels=given)
         assert got.channels.tolist() == [4, 1]
         assert torch.equal(got.activation, listed.activation) and torch.equal(got.image_index, listed.image_index)
-    single = feature_evolution(models, images, "conv2", channels=np.int64(1))
+    single = feature_evolution(models, images, layers="conv2", channels=np.int64(1))
     assert single.channels.tolist() == [1] and torch.equal(single.activation, listed.activation[1:])
     with pytest.raises(IntrospectError, match="channel 1.5 is not a feature map"):
-        feature_evolution(models, images, "conv2", channels=[1.5])
+        feature_evolution(models, images, layers="conv2", channels=[1.5])
 
 
 def test_a_file_without_an_architecture_is_not_answered_with_an_option_it_lacks(tmp_path):
@@ -250,7 +250,7 @@ def test_a_file_without_an_architecture_is_not_answered_with_an_option_it_lacks(
     torch.save(make_model(2).state_dict(), plain)
     with pytest.raises(IntrospectError, match="epoch_002.pt does not name its architecture") as info:
         feature_evolution([save(tmp_path / "epoch_001.pt", make_model(1), 1), plain], torch.randn(2, 3, 64, 64),
-                          "conv1", channels=[0])
+                          layers="conv1", channels=[0])
     assert "--arch" not in str(info.value) and "introspect.load_model(path, arch)" in str(info.value)
 
 
@@ -268,9 +268,9 @@ def test_an_image_folder_kept_in_memory_gives_what_streaming_it_gives(tmp_path, 
     assert isinstance(kept, torch.Tensor) and kept.shape == (10, 3, 64, 64)
     torch.testing.assert_close(kept[7], folder[7][0], rtol=0, atol=0)
     assert method.in_memory(folder, budget=kept.numel() * 4 - 1) is folder
-    in_memory = feature_evolution(tmp_path, folder, "conv2", maps=3)
+    in_memory = feature_evolution(tmp_path, folder, layers="conv2", maps=3)
     monkeypatch.setattr(method, "IN_MEMORY_BYTES", 0)
-    streamed = feature_evolution(tmp_path, folder, "conv2", maps=3)
+    streamed = feature_evolution(tmp_path, folder, layers="conv2", maps=3)
     assert streamed.image_names == in_memory.image_names and len(streamed.image_names) >= 1
     assert all(name.endswith(".png") for name in streamed.image_names.values())
     assert torch.equal(streamed.image_index, in_memory.image_index)
@@ -278,7 +278,7 @@ def test_an_image_folder_kept_in_memory_gives_what_streaming_it_gives(tmp_path, 
 
 
 def test_save_writes_figures_arrays_csv_and_json(run, data, tmp_path):
-    result = feature_evolution(run, data, ["conv1", "conv4"], maps=3)
+    result = feature_evolution(run, data, layers=["conv1", "conv4"], maps=3)
     files = result.save(tmp_path / "out")
     names = sorted(p.name for p in files)
     assert names == ["evolution.csv", "evolution.png", "evolution_conv1.npy", "evolution_conv1.png",
@@ -309,7 +309,7 @@ def test_the_grid_has_a_row_per_map_and_a_column_per_epoch(run, data):
 
     from introspect_evolution.figure import MIN_TILE, layer_figure, tile
 
-    result = feature_evolution(run, data, "conv1", maps=2)
+    result = feature_evolution(run, data, layers="conv1", maps=2)
     picture = layer_figure(result.layers[0], result.epochs)
     factor = -(-MIN_TILE // 7)  # conv1's 7 x 7 field, enlarged to at least MIN_TILE pixels
     assert picture.shape[1] >= 3 * 7 * factor and picture.shape[0] >= 2 * 7 * factor
@@ -334,10 +334,10 @@ def test_without_the_deconv_plugin_it_is_a_one_line_error_naming_the_missing_met
     pm.unregister(deconv)
     try:
         with pytest.raises(IntrospectError, match=r"feature evolution needs the method 'top_k'") as info:
-            feature_evolution([make_model(1)], torch.randn(2, 3, 64, 64), "conv2", maps=1)
+            feature_evolution([make_model(1)], torch.randn(2, 3, 64, 64), layers="conv2", maps=1)
         assert "\n" not in str(info.value)
     finally:
         pm.register(deconv, name="deconv")
     assert "top_k" in introspect.methods()
-    result = feature_evolution([make_model(1)], torch.randn(2, 3, 64, 64), "conv2", maps=1)
+    result = feature_evolution([make_model(1)], torch.randn(2, 3, 64, 64), layers="conv2", maps=1)
     assert result.layers[0].activation.shape == (1, 1)

@@ -76,7 +76,7 @@ def test_writes_the_grid_arrays_csv_and_json(run, photos, tmp_path):
     # the same numbers as the API on the same images, read with the checkpoints' preprocessing
     model = load_model(run / "epoch_003.pt")
     data = ImageFolderDataset(photos, Preprocess.from_meta(model.introspect_meta))
-    expected = feature_evolution(run, data, ["conv1", "conv3"], channels=[3, 1])
+    expected = feature_evolution(run, data, layers=["conv1", "conv3"], channels=[3, 1])
     for entry in expected.layers:
         np.testing.assert_array_equal(np.load(out / f"evolution_{entry.name}.npy"), entry.projections.numpy())
     conv3 = doc["layers"][1]["maps"][0]["epochs"]

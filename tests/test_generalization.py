@@ -153,7 +153,7 @@ def test_pool_size_caps_large_maps():
 def test_separate_test_set_and_class_names():
     images, labels = coded_data(k=3, per=10)
     test_images, test_labels = coded_data(k=3, per=4, seed=2)
-    result = introspect.feature_generalization(Coded(3), (images, labels), (test_images, test_labels),
+    result = introspect.feature_generalization(Coded(3), (images, labels), test_dataset=(test_images, test_labels),
                                                layers=["code"], per_class=(3, 10), classifiers="svm",
                                                class_names=["a", "b", "c"])
     assert result.test_sizes == [12] and result.test_index == [None]
@@ -179,7 +179,8 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(IntrospectError, match="1 class; a classifier needs at least 2"):
         introspect.feature_generalization(model, one_class, layers=["code"], per_class=1)
     with pytest.raises(IntrospectError, match="label.*that the training set lacks"):
-        introspect.feature_generalization(model, data, (data[0], data[1] + 5), layers=["code"], per_class=1)
+        introspect.feature_generalization(model, data, test_dataset=(data[0], data[1] + 5), layers=["code"],
+                                          per_class=1)
     assert class_index([3, 3, 7])[1].tolist() == [0, 0, 1]
 
 
@@ -201,7 +202,7 @@ def test_a_list_of_image_label_pairs_equals_the_tensor_pair():
     pairs = [(img, int(y)) for img, y in zip(images, labels)]
     kwargs = dict(layers=["code", "noise"], per_class=2, seed=4, max_iter=30)
     want = introspect.feature_generalization(Coded(3), (images, labels), **kwargs)
-    got = introspect.feature_generalization(Coded(3), pairs, pairs[::2], **kwargs)
+    got = introspect.feature_generalization(Coded(3), pairs, test_dataset=pairs[::2], **kwargs)
     assert got.test_sizes == [9]
     assert torch.equal(introspect.feature_generalization(Coded(3), pairs, **kwargs).accuracy, want.accuracy)
     assert torch.equal(got.accuracy[0], torch.ones(2, 1))
@@ -213,10 +214,10 @@ def test_test_classes_are_matched_to_training_classes_by_name():
     test_images, test_labels = coded_data(k=3, per=4, seed=2)
     keep = test_labels > 0  # the test set has only b and c, numbered 0 and 1 in its own list
     test = Named(test_images[keep], (test_labels[keep] - 1).tolist(), ["b", "c"])
-    result = introspect.feature_generalization(Coded(3), train, test, layers=["code"], per_class=3,
+    result = introspect.feature_generalization(Coded(3), train, test_dataset=test, layers=["code"], per_class=3,
                                                classifiers="softmax")
     assert result.classes == ["a", "b", "c"] and result.test_sizes == [8]
     assert float(result.accuracy) == 1.0  # the label-carrying layer is perfect once labels agree
     other = Named(test_images[:2], [0, 0], ["z"])
     with pytest.raises(IntrospectError, match="class\\(es\\) 'z' that the training set lacks"):
-        introspect.feature_generalization(Coded(3), train, other, layers=["code"], per_class=3)
+        introspect.feature_generalization(Coded(3), train, test_dataset=other, layers=["code"], per_class=3)

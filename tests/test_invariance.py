@@ -73,7 +73,7 @@ def check_against(model, x, result, transformed, layers):
 def test_integer_translations_match_slicing_and_padding(bundled):
     model, x = bundled
     values = [-6, -3, -1, 0, 2, 5]
-    result = invariance(model, x, "translate", values=values, batch_size=5)
+    result = invariance(model, x, transform="translate", values=values, batch_size=5)
     assert result.layers == ["features.0", "classifier.4"] and result.aliases == ["conv1", "fc7"]
     assert result.distance.shape == (3, 6, 2) and result.prob.shape == (3, 6) and result.label.shape == (3, 6)
     mean_fill = torch.zeros(3)
@@ -89,14 +89,14 @@ def test_black_fill_translation(bundled):
     model, x = bundled
     meta = model.introspect_meta
     black = (0 - torch.tensor(meta.mean)) / torch.tensor(meta.std)
-    result = invariance(model, x[:2], "translate", values=[-4, 7], fill="zero", layers=["conv2"])
+    result = invariance(model, x[:2], transform="translate", values=[-4, 7], fill="zero", layers=["conv2"])
     transformed = [[shift_rows(img, t, black) for t in (-4, 7)] for img in x[:2]]
     check_against(model, x[:2], result, transformed, [model.features[4]])
 
 
 def test_quarter_turns_match_rot90(bundled):
     model, x = bundled
-    result = invariance(model, x, "rotate", values=[0, 90, 180, 270, 360], targets="Bag")
+    result = invariance(model, x, transform="rotate", values=[0, 90, 180, 270, 360], targets="Bag")
     transformed = [[torch.rot90(img, k, (-2, -1)) for k in range(5)] for img in x]
     check_against(model, x, result, transformed, [model.features[0], model.classifier[4]])
     assert result.target_names == ["Bag"] * 3 and result.targets_given
@@ -106,7 +106,7 @@ def test_quarter_turns_match_rot90(bundled):
 def test_any_angle_matches_torchvision_rotate(bundled):
     model, x = bundled
     angles = [15.0, 45.0, 200.0]
-    result = invariance(model, x[:2], "rotate", values=angles)
+    result = invariance(model, x[:2], transform="rotate", values=angles)
     # torchvision without fill pads with zeros, i.e. the normalization mean: the default fill
     transformed = [[TF.rotate(img, a, interpolation=InterpolationMode.BILINEAR) for a in angles] for img in x[:2]]
     check_against(model, x[:2], result, transformed, [model.features[0], model.classifier[4]])
@@ -114,7 +114,7 @@ def test_any_angle_matches_torchvision_rotate(bundled):
 
 def test_scale_two_is_upsampling_and_centre_crop(bundled):
     model, x = bundled
-    result = invariance(model, x, "scale", values=[1.0, 2.0], targets=[0, "Dress", "bag"])
+    result = invariance(model, x, transform="scale", values=[1.0, 2.0], targets=[0, "Dress", "bag"])
     big = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[:, :, 16:48, 16:48]
     transformed = [[img, big[n]] for n, img in enumerate(x)]
     check_against(model, x, result, transformed, [model.features[0], model.classifier[4]])
@@ -124,11 +124,11 @@ def test_scale_two_is_upsampling_and_centre_crop(bundled):
 def test_distance_is_exactly_zero_at_identity_whether_or_not_it_is_in_values(bundled):
     model, x = bundled
     for transform, identity in (("translate", 0.0), ("scale", 1.0), ("rotate", 0.0)):
-        only = invariance(model, x, transform, values=[identity])
+        only = invariance(model, x, transform=transform, values=[identity])
         assert (only.distance == 0).all()
         assert torch.equal(transform_images(x, transform, [identity] * 3), x)
-    with_identity = invariance(model, x, "translate", values=[-2, 0, 3])
-    without = invariance(model, x, "translate", values=[-2, 3])
+    with_identity = invariance(model, x, transform="translate", values=[-2, 0, 3])
+    without = invariance(model, x, transform="translate", values=[-2, 3])
     torch.testing.assert_close(with_identity.distance[:, [0, 2]], without.distance)
     assert (with_identity.distance[:, 1] == 0).all() and (without.distance > 0).all()
     # the probability at the identity is that of the untransformed image
@@ -140,8 +140,8 @@ def test_conv1_distance_grows_with_translation_on_photos(tiny_checkpoint):
     pre = Preprocess.from_meta(model.introspect_meta)
     x = torch.stack([pre(Image.fromarray(getattr(skimage.data, name)())) for name in ("chelsea", "astronaut")])
     shifts = [0, 1, 2, 4, 8, 16]
-    down = invariance(model, x, "translate", values=shifts, layers="conv1").distance[..., 0]
-    up = invariance(model, x, "translate", values=[-s for s in shifts], layers="conv1").distance[..., 0]
+    down = invariance(model, x, transform="translate", values=shifts, layers="conv1").distance[..., 0]
+    up = invariance(model, x, transform="translate", values=[-s for s in shifts], layers="conv1").distance[..., 0]
     for curve in (*down, *up):
         assert (curve.diff() > 0).all(), curve
 
@@ -151,11 +151,11 @@ def test_batches_give_the_same_curves_and_the_model_is_left_as_found(bundled):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     try:
-        one = invariance(model, x, "rotate", values=[0, 30, 60], batch_size=1)
+        one = invariance(model, x, transform="rotate", values=[0, 30, 60], batch_size=1)
         assert all(m.training for m in model.modules())
     finally:
         model.eval()
-    many = invariance(model, x, "rotate", values=[0, 30, 60], batch_size=64)
+    many = invariance(model, x, transform="rotate", values=[0, 30, 60], batch_size=64)
     torch.testing.assert_close(one.distance, many.distance, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(one.prob, many.prob, rtol=1e-5, atol=1e-5)
     assert one.stats["passes"] == 1 + 6 and many.stats["passes"] == 2
@@ -165,7 +165,7 @@ def test_batches_give_the_same_curves_and_the_model_is_left_as_found(bundled):
 
 def test_relative_distance_and_summary(bundled):
     model, x = bundled
-    result = invariance(model, x, "translate", values=[-4, 0, 9], names=["a", "b", "c"])
+    result = invariance(model, x, transform="translate", values=[-4, 0, 9], names=["a", "b", "c"])
     clean, _ = by_hand(model, x, [model.features[0], model.classifier[4]])
     norm = torch.tensor([[float(f.norm()) for f in feats] for feats in clean], dtype=torch.float64)
     torch.testing.assert_close(result.norm, norm)
@@ -184,9 +184,9 @@ def test_relative_distance_and_summary(bundled):
 
 def test_nearest_and_farthest_values(bundled):
     model, x = bundled
-    turn = invariance(model, x[:1], "rotate", values=[0, 90, 180, 350], layers="conv1")
+    turn = invariance(model, x[:1], transform="rotate", values=[0, 90, 180, 350], layers="conv1")
     assert (turn.nearest, turn.farthest) == (3, 2)  # 350 degrees is 10 from a full turn
-    zoom = invariance(model, x[:1], "scale", values=[0.5, 1.0, 1.25, 1.8], layers="conv1")
+    zoom = invariance(model, x[:1], transform="scale", values=[0.5, 1.0, 1.25, 1.8], layers="conv1")
     assert (zoom.nearest, zoom.farthest) == (2, 0)  # |log 0.5| > |log 1.8|
 
 
@@ -206,7 +206,7 @@ def test_default_layers_rule(bundled):
     one_linear = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(IntrospectError, match="pass --layer"):
         default_layers(one_linear)
-    result = invariance(plain, torch.randn(2, 3, 32, 32), "translate", values=[0, 2])
+    result = invariance(plain, torch.randn(2, 3, 32, 32), transform="translate", values=[0, 2])
     assert result.layers == ["0", "6"] and result.aliases == [None, None]
 
 
@@ -237,7 +237,7 @@ def test_bad_arguments_raise_one_line_errors(bundled, kwargs, message):
 
 def test_only_identity_values_still_save_every_file(bundled, tmp_path):
     model, x = bundled
-    result = invariance(model, x[:2], "rotate", values=[0, 360], layers="conv1")
+    result = invariance(model, x[:2], transform="rotate", values=[0, 360], layers="conv1")
     files = {p.name for p in result.save(tmp_path / "out")}
     assert {"figure.png", "distance_conv1.png", "probability.png", "result.json", "values.npy"} <= files
     listed = json.loads((tmp_path / "out" / "result.json").read_text())["files"]
@@ -252,8 +252,8 @@ def test_plots_of_unsorted_values_equal_those_of_sorted_values(bundled):
     from introspect_invariance.figure import distance_plot, probability_plot
 
     model, x = bundled
-    mixed = invariance(model, x[:2], "translate", values=[4, -4, 0, 2], layers="conv1")
-    ordered = invariance(model, x[:2], "translate", values=[-4, 0, 2, 4], layers="conv1")
+    mixed = invariance(model, x[:2], transform="translate", values=[4, -4, 0, 2], layers="conv1")
+    ordered = invariance(model, x[:2], transform="translate", values=[-4, 0, 2, 4], layers="conv1")
     np.testing.assert_array_equal(distance_plot(mixed, 0), distance_plot(ordered, 0))
     np.testing.assert_array_equal(probability_plot(mixed), probability_plot(ordered))
     assert mixed.values.tolist() == [4, -4, 0, 2]  # the result keeps the order given
@@ -265,8 +265,8 @@ def test_grayscale_model_without_metadata_and_numpy_targets():
                          nn.Linear(8, 3)).eval()
     x = torch.randn(2, 1, 16, 16)
     values = [-3, 0, 2]
-    result = invariance(gray, x, "translate", values=values, targets=np.array([2, 1]))
+    result = invariance(gray, x, transform="translate", values=values, targets=np.array([2, 1]))
     assert result.layers == ["0", "3"] and result.targets == [2, 1] and result.targets_given
     transformed = [[shift_rows(img, t, torch.zeros(1)) for t in values] for img in x]
     check_against(gray, x, result, transformed, [gray[0], gray[3]])
-    assert invariance(gray, x, "translate", values=[1], targets=np.int64(1)).targets == [1, 1]
+    assert invariance(gray, x, transform="translate", values=[1], targets=np.int64(1)).targets == [1, 1]

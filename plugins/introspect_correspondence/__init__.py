@@ -2,7 +2,7 @@
 
 Python::
 
-    result = introspect.correspondence(model, images, {"nose": [9, 8, 15, 13]}, ["relu5", "relu7"])
+    result = introspect.correspondence(model, images, parts={"nose": [9, 8, 15, 13]}, layers=["relu5", "relu7"])
     print(result.table())
 
 Command line::

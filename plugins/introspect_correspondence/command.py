@@ -67,8 +67,9 @@ def correspondence_command(model, images, parts_file, layers, random_trials, fil
     check_output_folder(out)  # a refused --out fails now, not after the work
     net = open_model(model, arch, device, trust_pickle)
     with PhaseBars() as bars:
-        result = correspondence(net, list(images), parts_file, list(layers) or None, random_trials=random_trials,
-                                fill=fill, seed=seed, tol=tol, batch_size=batch_size, progress=bars)
+        result = correspondence(net, list(images), parts=parts_file, layers=list(layers) or None,
+                                random_trials=random_trials, fill=fill, seed=seed, tol=tol, batch_size=batch_size,
+                                progress=bars)
     files = result.save(out)
     emit(result.to_dict(), as_json, result.table())
     note(f"wrote {len(files)} files to {out}")

@@ -367,9 +367,9 @@ def _random_boxes(boxes: dict[str, list], hw: tuple[int, int], trials: int, seed
 def correspondence(
     model: nn.Module,
     images: torch.Tensor | Sequence[str | Path],
+    *,
     parts: Mapping[str, Any] | str | Path,
     layers: Sequence[str] | str | None = None,
-    *,
     random_trials: int = 10,
     fill: str = "gray",
     seed: int = 0,
@@ -435,7 +435,7 @@ def correspondence(
 
     Example:
         >>> parts = {"right_eye": [6, 3, 10, 8], "left_eye": [6, 13, 10, 18], "nose": [9, 8, 15, 13]}
-        >>> result = introspect.correspondence(model, faces, parts, ["relu5", "relu7"], random_trials=10)
+        >>> result = introspect.correspondence(model, faces, parts=parts, layers=["relu5", "relu7"], random_trials=10)
         >>> print(result.table())
         >>> result.mean["nose"]["relu5"] < result.mean["random"]["relu5"]
     """

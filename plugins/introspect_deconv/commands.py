@@ -76,7 +76,7 @@ def _bars(layer: str, share: str = "") -> PhaseBars:
                    "Default: the last convolutional layer.")
 @click.option("--channel", "channels", multiple=True, type=click.IntRange(min=0), metavar="C",
               help="Feature map to project (repeatable). Default: the --top-maps strongest maps of each image.")
-@click.option("--top-maps", type=click.IntRange(min=1), default=9, show_default=True,
+@click.option("--top-maps", "--maps", "top_maps", type=click.IntRange(min=1), default=9, show_default=True,
               help="How many of the most strongly activated maps to project when no --channel is given.")
 @click.option("--mode", type=click.Choice(MODES), default="max", show_default=True,
               help="max: keep only the strongest activation of each map (the paper's default); "
@@ -123,8 +123,8 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, acti
         with PhaseBars(lambda phase: "projecting") as bars:
             bars("project", 0, len(names))
             for name in names:
-                result = project(net, x, name, channels=list(channels) or None, mode=mode,
-                                 top_maps=top_maps, method=method, rule=rule)
+                result = project(net, x, layer=name, channels=list(channels) or None, mode=mode,
+                                 maps=top_maps, method=method, rule=rule)
                 result.image_names = [str(p) for p in paths]
                 results.append(result)
                 bars("project", len(results), len(names))
@@ -235,7 +235,7 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
         share = "" if group is None else f" (the share of rank 0 of {group.world})"
         bars = _bars(display_name(net, name), share) if lead else None
         try:
-            result = top_k(net, data, name, channels=chosen, progress=bars, distributed=group is not None,
+            result = top_k(net, data, layer=name, channels=chosen, progress=bars, distributed=group is not None,
                            **options)
         finally:
             if bars is not None:

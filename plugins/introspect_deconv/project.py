@@ -193,8 +193,8 @@ class Projection(Shown):
         return save_projections([self], out)
 
 
-def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | None = None,
-            channels: int | Sequence[int] | None = None, mode: str = "max", *, top_maps: int = 9,
+def project(model: nn.Module, images: torch.Tensor, *, layer: str | nn.Module | None = None,
+            channels: int | Sequence[int] | None = None, mode: str = "max", maps: int = 9,
             method: str = "auto", batch_size: int = 16, rule: str | Rule = "deconvnet") -> Projection:
     """Project feature maps of ``layer`` back to pixel space with a deconvnet.
 
@@ -212,11 +212,11 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | Non
         layer (str | nn.Module | None): layer name, alias (``"conv5"``) or module; default the last
             ``Conv2d`` layer.
         channels (int | sequence of int | None): the feature maps to project, the same for every
-            image. Default ``None``: for each image, its ``top_maps`` maps with the strongest
+            image. Default ``None``: for each image, its ``maps`` maps with the strongest
             activation (ties: lower channel first).
         mode (str): ``"max"`` (default, the paper's): keep only the strongest activation of each map;
             ``"map"``: project the whole map (its positive part).
-        top_maps (int): how many maps per image when ``channels`` is None (default 9).
+        maps (int): how many maps per image when ``channels`` is None (default 9).
         method (str): ``"auto"`` (default): the fast windowed path for chains of
             Conv2d/activation/MaxPool2d/LRN/BatchNorm2d/Dropout modules, autograd otherwise;
             ``"chain"`` or ``"autograd"`` to force one (both give the same numbers). The result's
@@ -228,20 +228,20 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | Non
 
     Returns:
         Projection: ``P = N * K`` projections ``(P, C, H, W)`` with their image, channel, position,
-        activation and receptive-field box; ``K`` is ``len(channels)`` or ``top_maps``.
+        activation and receptive-field box; ``K`` is ``len(channels)`` or ``maps``.
 
     Example:
         >>> model = introspect.zfnet().eval()                    # or introspect.load_model("zf.pt")
         >>> x = torch.randn(2, 3, 224, 224)                      # or introspect.load_image(path, model)
-        >>> result = introspect.project(model, x, "conv5")       # the 9 strongest conv5 maps per image
+        >>> result = introspect.project(model, x, layer="conv5")  # the 9 strongest conv5 maps per image
         >>> result.projections.shape, result.image_index.tolist()
         (torch.Size([18, 3, 224, 224]), [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
         >>> result.save("out/")     # conv5.npy, conv5.png, result.json, input.npy
     """
     if mode not in MODES:
         raise IntrospectError(f"unknown mode {mode!r}; use 'max' (strongest activation) or 'map' (whole map)")
-    if isinstance(top_maps, bool) or not isinstance(top_maps, int) or top_maps < 1:
-        raise IntrospectError(f"top_maps must be a positive integer, got {top_maps!r}; e.g. 9")
+    if isinstance(maps, bool) or not isinstance(maps, int) or maps < 1:
+        raise IntrospectError(f"maps must be a positive integer, got {maps!r}; e.g. 9")
     if batch_size < 1:
         raise IntrospectError(f"batch_size must be at least 1, got {batch_size}")
     x = as_batch(images, model)
@@ -262,7 +262,7 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module | Non
         if chosen is None:
             strength = values.float().cpu().nan_to_num(float("-inf"))
             order = torch.sort(strength, dim=1, descending=True, stable=True)
-            ch = order.indices[:, :min(top_maps, n_maps)]
+            ch = order.indices[:, :min(maps, n_maps)]
         else:
             ch = torch.tensor(chosen, dtype=torch.int64).expand(n, -1)
         k = ch.shape[1]

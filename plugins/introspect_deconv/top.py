@@ -372,7 +372,7 @@ def mine(model: nn.Module, dataset, layer, k: int = 9, *, channels=None, batch_s
 
 
 @notebook_progress
-def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: int = 9, *,
+def top_k(model: nn.Module, dataset, *, layer: str | nn.Module | None = None, k: int = 9,
           channels: int | Sequence[int] | None = None, batch_size: int = 32, workers: int = 0,
           project: bool = True, method: str = "auto", limit: int | None = None,
           progress: Progress | None = None, distributed: bool | None = None) -> TopK:
@@ -420,7 +420,7 @@ def top_k(model: nn.Module, dataset, layer: str | nn.Module | None = None, k: in
     Example:
         >>> from introspect.images import ImageFolderDataset, Preprocess
         >>> data = ImageFolderDataset("val/", Preprocess.from_meta(model.introspect_meta))
-        >>> top = introspect.top_k(model, data, "conv5", k=9)
+        >>> top = introspect.top_k(model, data, layer="conv5", k=9)
         >>> top.image_index[17]            # the 9 images where map 17 of conv5 is strongest
         >>> top.save("out/top")            # overview.png, channels/ch017.png, top.json, top.npy
     """

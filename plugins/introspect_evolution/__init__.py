@@ -1,6 +1,6 @@
 """Feature evolution during training (the paper's Fig. 4): ``introspect evolution``.
 
-Registers the method ``introspect.feature_evolution(checkpoints, dataset, ...)`` (see
+Registers the method ``introspect.feature_evolution(checkpoints, dataset, *, ...)`` (see
 :func:`introspect_evolution.method.feature_evolution`) and the command
 ``introspect evolution CHECKPOINT...``. The modules: :mod:`~introspect_evolution.checkpoints` (finding
 the checkpoints of a run, their epochs, checking they belong together), :mod:`~introspect_evolution.method`

@@ -72,7 +72,8 @@ def evolution_command(checkpoints, data, layers, channels, maps, batch_size, dev
     gather(list(checkpoints))  # reads only the headers: bad paths fail before any work
     with OutputDir(out) as od:  # checked before the long work; nothing written if it fails
         with PhaseBars() as bars:
-            result = feature_evolution(list(checkpoints), images_for, list(layers) or None, list(channels) or None,
-                                       maps, batch_size=batch_size, device=device, progress=bars)
+            result = feature_evolution(list(checkpoints), images_for, layers=list(layers) or None,
+                                       channels=list(channels) or None, maps=maps, batch_size=batch_size,
+                                       device=device, progress=bars)
         files = result.save(od)
     emit_result(result, out, as_json, lambda summary: _summary_lines(result), files=files)

@@ -278,7 +278,7 @@ def _channels_per_layer(channels, model: nn.Module, names: list[str]) -> dict[st
         canonical, _ = resolve_layer(model, key)
         if canonical not in per:
             raise IntrospectError(f"channels are given for layer {key!r}, which is not among the layers analysed; "
-                                  f"add it to layer=")
+                                  f"add it to layers=")
         per[canonical] = _channel_list(value)
     return per
 
@@ -291,7 +291,7 @@ def _top_k():
 def strongest_maps(model: nn.Module, dataset, layer: str, maps: int, batch_size: int) -> list[int]:
     """The ``maps`` feature maps of ``layer`` with the largest single activation over ``dataset``
     (strongest first; ties: lower map first)."""
-    top = _top_k()(model, dataset, layer, k=1, batch_size=batch_size, project=False)
+    top = _top_k()(model, dataset, layer=layer, k=1, batch_size=batch_size, project=False)
     order = torch.sort(top.activation[:, 0], descending=True, stable=True).indices[:maps]
     return top.channels[order].tolist()
 
@@ -327,16 +327,19 @@ def in_memory(dataset, budget: int | None = None):
 def feature_evolution(
     checkpoints,
     dataset,
-    layer: str | nn.Module | Sequence[str] | None = None,
+    *,
+    layers: str | nn.Module | Sequence[str] | None = None,
     channels: int | Sequence[int] | dict | None = None,
     maps: int = DEFAULT_MAPS,
-    *,
     epochs: Sequence[int] | None = None,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
 ) -> EvolutionResult:
     """Feature evolution during training (Zeiler & Fergus 2014, Sec. 4, Fig. 4).
+
+    The one method whose first argument is not a model: it takes the training run's checkpoints
+    (a sequence of models, files or folders), then the data set, then keyword-only options.
 
     For every checkpoint (a column) and every chosen feature map (a row), streams ``dataset`` with
     :func:`introspect.top_k` (``k=1``) and keeps the single strongest activation of the map over
@@ -354,7 +357,7 @@ def feature_evolution(
             function ``dataset(model)`` returning one, called once with the last checkpoint's model
             (so that images are preprocessed as the checkpoints want). A data set whose images fit in
             :data:`IN_MEMORY_BYTES` (256 MiB) is read once and kept in memory for all the passes.
-        layer (str | nn.Module | sequence | None): the layer, by name or alias (``"conv5"``), or a
+        layers (str | nn.Module | sequence | None): a layer, by name or alias (``"conv5"``), or a
             list of layers (the paper shows layers 1-5 as blocks); default the last ``Conv2d``.
         channels (int | sequence of int | dict | None): the feature maps (rows), the same for every
             layer, or a dict ``{layer: maps}``; rows keep the given order. Default (None, or a layer
@@ -385,7 +388,7 @@ def feature_evolution(
         >>> from introspect.images import ImageFolderDataset, Preprocess
         >>> model = introspect.load_model("runs/zf/epoch_001.pt")
         >>> data = ImageFolderDataset("val/", Preprocess.from_meta(model.introspect_meta))
-        >>> result = introspect.feature_evolution("runs/zf", data, ["conv1", "conv5"], maps=6)
+        >>> result = introspect.feature_evolution("runs/zf", data, layers=["conv1", "conv5"], maps=6)
         >>> result["conv5"].activation.shape          # 6 maps x 13 epochs
         torch.Size([6, 13])
         >>> result.save("out/evolution")              # evolution_conv5.png, evolution.csv, result.json
@@ -398,7 +401,7 @@ def feature_evolution(
     last = columns[-1].load(device)
     reference = signature_of(last)
     names: list[str] = []
-    for entry in _layer_list(layer):
+    for entry in _layer_list(layers):
         name, _ = resolve_layer(last, entry if entry is not None else last_conv_layer(last))
         if name not in names:
             names.append(name)
@@ -421,7 +424,7 @@ def feature_evolution(
         model = last if e == len(columns) - 1 else column.load(device)
         check_same(columns[-1], reference, column, signature_of(model))
         for name in names:
-            top = _top_k()(model, dataset, name, k=1, channels=chosen[name], batch_size=batch_size)
+            top = _top_k()(model, dataset, layer=name, k=1, channels=chosen[name], batch_size=batch_size)
             parts[name].append(top)
             seen = top.images_seen
         del model

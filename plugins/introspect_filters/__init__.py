@@ -1,6 +1,6 @@
 """First-layer filters, dead filters and aliasing (the paper's Fig. 6): ``introspect filters``.
 
-Registers the method ``introspect.first_layer_filters(model, dataset=None, layer=None, ...)`` (see
+Registers the method ``introspect.first_layer_filters(model, dataset=None, *, layer=None, ...)`` (see
 :func:`introspect_filters.method.first_layer_filters`) and the command
 ``introspect filters [MODEL] [--data DIR]``. The modules: :mod:`~introspect_filters.spectrum` (the
 filters' power spectrum and the share of energy above a frequency), :mod:`~introspect_filters.method`

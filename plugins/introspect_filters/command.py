@@ -52,7 +52,7 @@ def filters_command(model, data, layer, batch_size, hf_cutoff, norm_fraction, ff
     images = ImageFolderDataset(data, Preprocess.from_meta(meta_of(net)))
     with OutputDir(out) as od:  # checked before the data pass; nothing written if it fails
         with PhaseBars(lambda phase: "reading images") as bars:
-            result = first_layer_filters(net, images, layer, batch_size=batch_size, hf_cutoff=hf_cutoff,
+            result = first_layer_filters(net, images, layer=layer, batch_size=batch_size, hf_cutoff=hf_cutoff,
                                          norm_fraction=norm_fraction, fft_size=fft_size, progress=bars)
         files = result.save(od)
     emit_result(result, out, as_json, lambda summary: report_lines(result, summary), extra={"data": str(data)},

@@ -290,7 +290,7 @@ def dead_reasons(norm: torch.Tensor, peak: torch.Tensor | None, norm_fraction: f
 
 
 @notebook_progress
-def first_layer_filters(model: nn.Module, dataset=None, layer: str | nn.Module | None = None, *,
+def first_layer_filters(model: nn.Module, dataset=None, *, layer: str | nn.Module | None = None,
                         batch_size: int = 64, hf_cutoff: float = HF_CUTOFF, norm_fraction: float = NORM_FRACTION,
                         fft_size: int | tuple[int, int] | None = None,
                         progress: Progress | None = None) -> FiltersResult:

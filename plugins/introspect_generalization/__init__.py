@@ -1,6 +1,6 @@
 """Feature generalization: per-layer linear probes on a new data set (the paper's Tables 4-7).
 
-Registers the method ``introspect.feature_generalization(model, train_set, ...)`` (see
+Registers the method ``introspect.feature_generalization(model, dataset, *, ...)`` (see
 :func:`introspect_generalization.method.feature_generalization`) and the command
 ``introspect generalization [MODEL] DATA``. The modules: :mod:`~introspect_generalization.sampling`
 (labels and per-class training samples), :mod:`~introspect_generalization.features` (the frozen

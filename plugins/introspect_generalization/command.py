@@ -95,9 +95,10 @@ def generalization_command(model, data, per_class, layers, classifiers, test_dir
     bars = PhaseBars(lambda stage: _LABELS.get(stage, stage))
     try:
         result = feature_generalization(
-            net, train_set, test_set, layers=list(layers) or None, per_class=list(per_class) or PAPER_PER_CLASS,
-            classifiers=list(classifiers) or CLASSIFIERS, repeats=repeats, seed=seed, batch_size=batch_size,
-            C=C, max_iter=max_iter, rectify=rectify, pool=pool, max_dim=max_dim, pixels=pixels, progress=bars)
+            net, train_set, test_dataset=test_set, layers=list(layers) or None,
+            per_class=list(per_class) or PAPER_PER_CLASS, classifiers=list(classifiers) or CLASSIFIERS,
+            repeats=repeats, seed=seed, batch_size=batch_size, C=C, max_iter=max_iter, rectify=rectify, pool=pool,
+            max_dim=max_dim, pixels=pixels, progress=bars)
     finally:
         bars.close()
     files = result.save(out)

@@ -1,4 +1,4 @@
-"""``feature_generalization(model, train_set, ...)``: linear classifiers on each layer's features.
+"""``feature_generalization(model, dataset, *, ...)``: linear classifiers on each layer's features.
 
 Zeiler & Fergus (Sec. 5.1-5.2, Tables 4-7) keep the layers of their ImageNet-trained model fixed and
 train a new softmax classifier on top, with only a few training images per class of a new data set
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from introspect.plugin import IntrospectError, Shown, notebook_progress, shape_text, short_list
+from introspect.plugin import IntrospectError, Progress, Shown, notebook_progress, shape_text, short_list
+
 from introspect_generalization.features import MAX_DIM, extract, resolve_layers, standardize
 from introspect_generalization.probes import check_classifiers, fit, row_space
 from introspect_generalization.sampling import Split, check_per_class, class_index, dataset_labels, per_class_splits
@@ -177,15 +178,15 @@ class GeneralizationResult(Shown):
 @notebook_progress
 def feature_generalization(
     model: nn.Module,
-    train_set,
-    test_set=None,
-    layers: Sequence[str | nn.Module] | None = None,
+    dataset,
+    *,
+    test_dataset=None,
+    layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
     per_class: int | Sequence[int] = PAPER_PER_CLASS,
     classifiers: str | Sequence[str] = ("softmax", "svm"),
     repeats: int = 1,
     seed: int = 0,
     batch_size: int = 64,
-    *,
     C: float = 1.0,
     max_iter: int = 500,
     rectify: bool = True,
@@ -193,7 +194,7 @@ def feature_generalization(
     max_dim: int = MAX_DIM,
     pixels: bool = False,
     class_names: Sequence[str] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> GeneralizationResult:
     """Train linear classifiers on the fixed features of each layer of ``model`` (Table 7).
 
@@ -204,17 +205,17 @@ def feature_generalization(
 
     Args:
         model (nn.Module): the trained model (not modified; its train/eval flags are restored).
-        train_set: the new data set: a map-style data set of ``(image, label)`` with images as
+        dataset: the new data set: a map-style data set of ``(image, label)`` with images as
             ``C x H x W`` tensors preprocessed for the model (e.g. ``ImageFolderDataset(root,
             Preprocess.from_meta(meta_of(model)))``), or a pair ``(images N x C x H x W, labels N)``.
-        test_set: a data set of the same kind with the same classes (matched by name when both
+        test_dataset: a data set of the same kind with the same classes (matched by name when both
             data sets have a ``classes`` list, so a test folder may hold fewer), or ``None``
-            (default): then each class of ``train_set`` is split, ``per_class`` random images for training and, as
+            (default): then each class of ``dataset`` is split, ``per_class`` random images for training and, as
             test set, every image outside the largest training set (the same test images for every
             ``per_class`` setting of a repeat; smaller training sets are subsets of larger ones).
-            With a test set, the training images are drawn from ``train_set`` and all of
-            ``test_set`` is tested.
-        layers (sequence of str or nn.Module | None): layer names, aliases or modules. Default: the
+            With a test set, the training images are drawn from ``dataset`` and all of
+            ``test_dataset`` is tested.
+        layers (str | nn.Module | sequence | None): a layer or several, by name, alias or module. Default: the
             paper's layers 1..7 (``conv1``..``conv5``, ``fc6``, ``fc7``) on the bundled/ZFNet/AlexNet
             models; for other models every ``Conv2d``/``Linear`` except the output layer.
         per_class (int or sequence of int): training images per class; one setting each (default
@@ -259,19 +260,19 @@ def feature_generalization(
     sizes = check_per_class(per_class)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise IntrospectError(f"batch_size must be a positive integer, got {batch_size!r}; e.g. 64")
-    labels, classes = class_index(dataset_labels(train_set, "the training set"), "the training set")
-    names = _class_names(class_names, getattr(train_set, "classes", None), labels)
-    splits = per_class_splits(classes, sizes, repeats, seed, hold_out=test_set is None, class_names=names)
-    test_classes = None if test_set is None else _test_classes(test_set, labels, names,
-                                                               getattr(train_set, "classes", None))
+    labels, classes = class_index(dataset_labels(dataset, "the training set"), "the training set")
+    names = _class_names(class_names, getattr(dataset, "classes", None), labels)
+    splits = per_class_splits(classes, sizes, repeats, seed, hold_out=test_dataset is None, class_names=names)
+    test_classes = None if test_dataset is None else _test_classes(test_dataset, labels, names,
+                                                               getattr(dataset, "classes", None))
 
     needed = _needed(splits, max(sizes))
-    n_test = 0 if test_set is None else len(test_classes)
+    n_test = 0 if test_dataset is None else len(test_classes)
     report = _stage(progress, "features", len(needed) + n_test)
     t0 = time.perf_counter()
     opts = dict(batch_size=batch_size, rectify=rectify, pool=pool, max_dim=max_dim)
-    feats = extract(model, train_set, needed, specs, progress=report, **opts)
-    test_feats = None if test_set is None else extract(model, test_set, torch.arange(n_test), specs,
+    feats = extract(model, dataset, needed, specs, progress=report, **opts)
+    test_feats = None if test_dataset is None else extract(model, test_dataset, torch.arange(n_test), specs,
                                                        progress=report, **opts)
     t1 = time.perf_counter()
     row = torch.full((len(classes),), -1, dtype=torch.long)

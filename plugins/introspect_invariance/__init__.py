@@ -1,6 +1,6 @@
 """Feature invariance to translation, scale and rotation (the paper's Fig. 5): ``introspect invariance``.
 
-Registers the method ``introspect.invariance(model, images, ...)`` (see
+Registers the method ``introspect.invariance(model, images, *, ...)`` (see
 :func:`introspect_invariance.method.invariance`) and the command
 ``introspect invariance [MODEL] [IMAGE]...``. The modules: :mod:`~introspect_invariance.transforms`
 (translation, scaling and rotation of input tensors), :mod:`~introspect_invariance.method` (the sweep

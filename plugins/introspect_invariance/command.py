@@ -142,8 +142,9 @@ def invariance_command(model, images, transform, values, span, layers, targets, 
     x, paths = open_images(net, paths)
     grid_values = parsed if parsed is not None else default_values(transform, tuple(x.shape[-2:])).tolist()
     with PhaseBars(lambda phase: f"{transform} x {len(grid_values)}") as bars:
-        result = invariance(net, x, transform, grid_values, list(layers) or None, given, fill, batch_size,
-                            names=[p.stem for p in paths], progress=bars)
+        result = invariance(net, x, transform=transform, values=grid_values, layers=list(layers) or None,
+                            targets=given, fill=fill, batch_size=batch_size, names=[p.stem for p in paths],
+                            progress=bars)
     emit_result(result, out, as_json, lambda summary: _lines(result, summary),
                 extra={"images_files": [str(p) for p in paths]})
 

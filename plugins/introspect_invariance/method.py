@@ -349,7 +349,7 @@ def _images(images) -> torch.Tensor:
 # the method
 # --------------------------------------------------------------------------------------------------
 @notebook_progress
-def invariance(model: nn.Module, images: torch.Tensor, transform: str = "translate",
+def invariance(model: nn.Module, images: torch.Tensor, *, transform: str = "translate",
                values: Sequence[float] | torch.Tensor | None = None,
                layers: Sequence[str | nn.Module] | str | nn.Module | None = None,
                targets=None, fill: str = "mean", batch_size: int = 64,
@@ -397,7 +397,7 @@ def invariance(model: nn.Module, images: torch.Tensor, transform: str = "transla
 
     Example:
         >>> model = introspect.load_model(None)
-        >>> result = introspect.invariance(model, images, "rotate", values=[0, 90, 180])
+        >>> result = introspect.invariance(model, images, transform="rotate", values=[0, 90, 180])
         >>> result.distance.shape, result.prob.shape
         (torch.Size([5, 3, 2]), torch.Size([5, 3]))
         >>> result.save("invariance-out")

@@ -1,6 +1,6 @@
 """Occlusion sensitivity, the paper's Fig. 7, from one incremental sweep: ``introspect occlusion``.
 
-Registers the method ``introspect.occlusion(model, image, ...)`` (see
+Registers the method ``introspect.occlusion(model, images, *, ...)`` (see
 :func:`introspect_occlusion.method.occlusion`) and the command ``introspect occlusion [MODEL] [IMAGE]``.
 The modules: :mod:`~introspect_occlusion.method` (the sweep and its result),
 :mod:`~introspect_occlusion.incremental` (incremental inference on the ``torch.fx`` graph),

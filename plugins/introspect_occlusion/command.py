@@ -77,9 +77,9 @@ def occlusion_command(model, image, size, stride, fill, targets, layers, batch_s
     x, paths = open_images(net, [image] if image else [])
 
     with PhaseBars(lambda phase: "occluding") as bars:
-        result = occlusion(net, x, size, stride, fill, list(targets) or None, list(layers) or None,
-                           batch_size=batch_size, approximate=tau if approximate else None, rectify=rectify,
-                           progress=bars)
+        result = occlusion(net, x, size=size, stride=stride, fill=fill, targets=list(targets) or None,
+                           layers=list(layers) or None, batch_size=batch_size,
+                           approximate=tau if approximate else None, rectify=rectify, progress=bars)
     if result.fallback:
         note(f"note: whole forward passes were used ({result.fallback})")
     emit_result(result, out, as_json, lambda summary: _lines(result, summary, fill), extra={"image": str(paths[0])})

@@ -1,4 +1,4 @@
-"""``occlusion(model, image, ...)``: every panel of the paper's Fig. 7 from one occluder sweep.
+"""``occlusion(model, images, *, ...)``: every panel of the paper's Fig. 7 from one occluder sweep.
 
 Zeiler & Fergus (Sec. 4.2, Fig. 7) slide a grey square over the image and, at every position, read
 (b) the total activation of the strongest feature map of a layer, (d) the probability of the correct
@@ -330,13 +330,13 @@ class _Readout:
 @notebook_progress
 def occlusion(
     model: nn.Module,
-    image: torch.Tensor,
+    images: torch.Tensor,
+    *,
     size: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
     fill: str = "gray",
     targets: int | str | Sequence[int | str] | None = None,
     layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
-    *,
     channels: Sequence[int] | None = None,
     batch_size: int | None = None,
     approximate: float | None = None,
@@ -349,8 +349,8 @@ def occlusion(
     blur_sigma: float = 8.0,
     progress: Progress | None = None,
 ) -> OcclusionResult:
-    """Occlusion sensitivity (Zeiler & Fergus, Fig. 7): slide an occluder over ``image`` and read,
-    from one pass per position, every target's probability, the top label and the total activation of
+    """Occlusion sensitivity (Zeiler & Fergus, Fig. 7): slide an occluder over an image and read, from
+    one pass per position, every target's probability, the top label and the total activation of
     each layer's strongest feature map; plus that map's deconvnet projection.
 
     The occluder's top-left corner takes the positions ``0, stride, 2 * stride, ...`` along each axis
@@ -376,8 +376,8 @@ def occlusion(
     Args:
         model (nn.Module): an image classifier returning ``N x K`` scores; it is run in eval mode
             (training flags are restored afterwards). Its batch elements must be independent.
-        image (Tensor): ``1 x C x H x W`` (or ``C x H x W``) preprocessed image, on any device; it is
-            moved to the model's device.
+        images (Tensor): one preprocessed image, ``1 x C x H x W`` (or ``C x H x W``), on any device;
+            it is moved to the model's device.
         size (int | (int, int) | None): occluder side in pixels; default the paper's 50 at 224,
             scaled to the input (``round(50 * min(H, W) / 224)``).
         stride (int | (int, int) | None): step in pixels; default 10 at 224, scaled the same way.
@@ -420,7 +420,7 @@ def occlusion(
         (torch.Size([1, 18, 18]), torch.Size([18, 18]))
         >>> result.save("occlusion-out")
     """
-    args = _check_arguments(model, image, size, stride, fill, batch_size, approximate, layers, mean, std)
+    args = _check_arguments(model, images, size, stride, fill, batch_size, approximate, layers, mean, std)
     with eval_mode(model):
         clean = _clean_pass(model, args, targets, channels)
         run = _run(model, args, clean, incremental, approximate, check_positions, blur_sigma, progress, rectify)

@@ -13,7 +13,7 @@ import click
 import torch
 
 from introspect import hookimpl
-from introspect.plugin import apply_rule
+from introspect.plugin import apply_rule, output_folder, to_uint8, written
 
 
 @dataclass
@@ -26,8 +26,16 @@ class GuidedResult:
     def to_dict(self) -> dict:
         return {"method": "guided_backprop", "targets": self.targets, "shape": list(self.maps.shape)}
 
+    def save(self, out) -> list[Path]:
+        """Write ``guided.npy``, ``guided.png`` (the first image's map) and ``result.json`` into ``out``."""
+        with output_folder(out) as od:
+            od.save_npy("guided.npy", self.maps.cpu().numpy())
+            od.save_png("guided.png", to_uint8(self.maps[0].cpu(), "symmetric"))
+            od.save_json("result.json", self.to_dict())
+        return written(od, ["guided.npy", "guided.png", "result.json"])
 
-def guided_backprop(model: torch.nn.Module, images: torch.Tensor, targets=None) -> GuidedResult:
+
+def guided_backprop(model: torch.nn.Module, images: torch.Tensor, *, targets=None) -> GuidedResult:
     """Guided backpropagation of each image's target logit to its pixels.
 
     Args:
@@ -60,7 +68,7 @@ def register_methods(register):
 
 @hookimpl
 def register_commands(cli):
-    from introspect.plugin import OutputDir, emit, model_options, open_images, open_model, output_options, to_uint8
+    from introspect.plugin import OutputDir, emit, model_options, open_images, open_model, output_options
 
     @click.command("guided")
     @click.argument("model", required=False, type=click.Path(path_type=Path))
@@ -72,12 +80,11 @@ def register_commands(cli):
         """Guided-backprop saliency of IMAGE for the target class, as guided.png and guided.npy."""
         net = open_model(model, arch, device, trust_pickle)
         x, _ = open_images(net, [image] if image else [])
-        result = guided_backprop(net, x, None if target is None else [target])
+        result = guided_backprop(net, x, targets=None if target is None else [target])
         with OutputDir(out) as od:
             od.save_npy("input.npy", x.cpu().numpy())
-            od.save_npy("guided.npy", result.maps.cpu().numpy())
-            od.save_png("guided.png", to_uint8(result.maps[0].cpu(), "symmetric"))
-            od.save_json("result.json", result.to_dict())
-        emit(result.to_dict(), as_json, f"guided backprop for class {result.targets[0]} written to {out}")
+            files = result.save(od)
+        emit(result.to_dict(), as_json, f"guided backprop for class {result.targets[0]} written to {out} "
+                                        f"({len(files) + 1} files)")
 
     cli.add_command(guided)
