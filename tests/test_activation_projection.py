@@ -115,8 +115,8 @@ def test_cli_says_which_rules_are_choices(tmp_path):
 def test_top_k_records_the_rules_of_its_projections():
     model = rectifier_chain()
     data = torch.randn(5, 3, 40, 40)  # a tensor data set, N x C x H x W
-    fast = introspect.top_k(model, data, "11", k=2, channels=[0, 3])
-    slow = introspect.top_k(model, data, "11", k=2, channels=[0, 3], method="autograd")
+    fast = introspect.top_k(model, data, layer="11", k=2, channels=[0, 3])
+    slow = introspect.top_k(model, data, layer="11", k=2, channels=[0, 3], method="autograd")
     assert fast.method == "chain" and slow.method == "autograd"
     torch.testing.assert_close(fast.projections, slow.projections, rtol=1e-4, atol=1e-5)
     expected = dict.fromkeys(["LeakyReLU", "PReLU", "ReLU6", "RReLU", "SiLU"], "deconvnet")

@@ -99,7 +99,7 @@ def brute_force_top(model, layer: str, k: int):
 @pytest.mark.parametrize("layer", LAYERS)
 def test_top_k_in_the_site_equals_top_k_and_a_brute_force_ranking(site, model, layer):
     doc = json.loads((site.out / "data" / "layers" / layer / "top.json").read_text())
-    reference = introspect.top_k(model, data(model), layer, k=K, project=False)
+    reference = introspect.top_k(model, data(model), layer=layer, k=K, project=False)
     assert doc["method"] == "top_k" and doc["k"] == K and doc["images_seen"] == 10
     assert [m["channel"] for m in doc["maps"]] == reference.channels.tolist()
     ranked = [[e["image"] for e in m["top"]] for m in doc["maps"]]
@@ -132,7 +132,7 @@ def test_projection_tiles_are_the_deconvnet_projection_of_each_winner(site, mode
     for m in doc["maps"][:4]:
         entry = m["top"][0]
         x = ds[entry["image"]][0]
-        res = introspect.project(model, x[None], "conv5", channels=[m["channel"]])
+        res = introspect.project(model, x[None], layer="conv5", channels=[m["channel"]])
         y0, x0, y1, x1 = entry["box"]
         crop = res.projections[0, :, y0:y1, x0:x1]
         expected = np.round(np.clip(crop.numpy() / (2 * np.abs(crop.numpy()).max()) + 0.5, 0, 1) * 255)

@@ -117,7 +117,7 @@ def layer_unit(model: nn.Module, data, name: str, stem: str, k: int, *, batch_si
     (``introspect.project``) and write ``top.json``, the Fig. 2 tiles and one thumbnail per map.
 
     Returns the ``top.json`` document (``introspect top``'s format) with ``stem`` and ``digits``."""
-    top = method("top_k")(model, data.dataset, name, k=k, project=False, batch_size=batch_size,
+    top = method("top_k")(model, data.dataset, layer=name, k=k, project=False, batch_size=batch_size,
                           workers=workers, progress=_phase(progress, stem), distributed=False)
     doc = top.to_dict()
     for m in doc["maps"]:
@@ -137,7 +137,7 @@ def layer_unit(model: nn.Module, data, name: str, stem: str, k: int, *, batch_si
     for done, (n, slots) in enumerate(sorted(won.items()), 1):
         x = data.image(n)
         channels = sorted({doc["maps"][j]["channel"] for j, _ in slots})
-        res = project(model, x[None], name, channels=channels, mode="max")
+        res = project(model, x[None], layer=name, channels=channels, mode="max")
         row = {int(c): i for i, c in enumerate(res.channel.tolist())}
         for j, r in slots:
             c = doc["maps"][j]["channel"]
@@ -209,7 +209,7 @@ def image_layer_unit(model: nn.Module, data, n: int, name: str, stem: str, digit
     """The strongest maps of layer ``name`` for image ``n``, projected (``introspect.project``)."""
     meta = meta_of(model)
     x = data.image(n)
-    res = method("project")(model, x[None], name, top_maps=IMAGE_MAPS, mode="max")
+    res = method("project")(model, x[None], layer=name, maps=IMAGE_MAPS, mode="max")
     maps = []
     for i in range(len(res)):
         c = int(res.channel[i])
