@@ -32,14 +32,14 @@ def calls(model, data, images, tmp=None):
     labels = torch.arange(len(images)) % 2
     return {
         "report": lambda: introspect.report(model, data, out=tmp / "site", layers="conv5", k=2, images=1, limit=4),
-        "project": lambda: introspect.project(model, images[:2], "conv5"),
-        "top_k": lambda: introspect.top_k(model, data, "conv5", k=4, channels=range(6)),
+        "project": lambda: introspect.project(model, images[:2], layer="conv5"),
+        "top_k": lambda: introspect.top_k(model, data, layer="conv5", k=4, channels=range(6)),
         "occlusion": lambda: introspect.occlusion(model, images[:1], stride=3, layers=["conv5", "conv3"]),
-        "correspondence": lambda: introspect.correspondence(model, images[:4], {"top": [0, 0, 10, 32],
+        "correspondence": lambda: introspect.correspondence(model, images[:4], parts={"top": [0, 0, 10, 32],
                                                                              "left": [0, 0, 32, 10]},
-                                                            ["conv5", "fc7"], random_trials=2),
-        "feature_evolution": lambda: introspect.feature_evolution([model, model], data, "conv5", maps=3),
-        "invariance": lambda: introspect.invariance(model, images[:3], "rotate", values=[0, 45, 90]),
+                                                            layers=["conv5", "fc7"], random_trials=2),
+        "feature_evolution": lambda: introspect.feature_evolution([model, model], data, layers="conv5", maps=3),
+        "invariance": lambda: introspect.invariance(model, images[:3], transform="rotate", values=[0, 45, 90]),
         "first_layer_filters": lambda: introspect.first_layer_filters(model, images),
         "feature_generalization": lambda: introspect.feature_generalization(
             model, (images, labels), layers=["conv1", "fc7"], per_class=2, classifiers="softmax", max_iter=20),
@@ -119,7 +119,7 @@ def test_a_figure_whose_data_was_not_computed_says_which_option_to_turn_on(bundl
         occ.figure("c_projection_conv5")
     assert "project=True" in str(info.value) and "\n" not in str(info.value)
     assert "c_projection_conv5" not in occ.figure() and occ._repr_png_() is not None  # the rest still draws
-    ranking = introspect.top_k(model, data, "conv5", k=2, channels=[0, 1], project=False)
+    ranking = introspect.top_k(model, data, layer="conv5", k=2, channels=[0, 1], project=False)
     with pytest.raises(IntrospectError, match="run top_k with project=True"):
         ranking.figure()
     assert ranking._repr_png_() is None and "ranking only" in repr(ranking)

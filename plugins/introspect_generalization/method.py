@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from introspect.plugin import IntrospectError, Progress, Shown, notebook_progress, shape_text, short_list
-
 from introspect_generalization.features import MAX_DIM, extract, resolve_layers, standardize
 from introspect_generalization.probes import check_classifiers, fit, row_space
 from introspect_generalization.sampling import Split, check_per_class, class_index, dataset_labels, per_class_splits
