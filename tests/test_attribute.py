@@ -62,7 +62,7 @@ def test_every_method_equals_captum(model, x, name):
     ours_opts, theirs_kwargs = CASES[name]
     spec = METHODS[name]
     layer = model.features[8] if spec.layer else None
-    result = attribute(model, x, name, target=["dog", 3], layer="features.8" if spec.layer else None, seed=3,
+    result = attribute(model, x, method=name, target=["dog", 3], layer="features.8" if spec.layer else None, seed=3,
                        **ours_opts)
     theirs_kwargs = dict(theirs_kwargs)
     if name == "feature_ablation":
@@ -86,7 +86,7 @@ def test_every_method_equals_captum(model, x, name):
 
 @pytest.mark.parametrize("nt", ["smoothgrad", "smoothgrad_sq", "vargrad"])
 def test_noise_tunnel_equals_captums(model, x, nt):
-    result = attribute(model, x, "integrated_gradients", target=1, noise_tunnel=nt, nt_samples=3, nt_stdevs=0.2,
+    result = attribute(model, x, method="integrated_gradients", target=1, noise_tunnel=nt, nt_samples=3, nt_stdevs=0.2,
                        seed=5, n_steps=4)
     torch.manual_seed(5)
     expected = ca.NoiseTunnel(ca.IntegratedGradients(model)).attribute(
@@ -99,7 +99,7 @@ def test_noise_tunnel_equals_captums(model, x, nt):
 def test_metrics_are_captums(model, x):
     from captum.metrics import infidelity, sensitivity_max
 
-    result = attribute(model, x, "saliency", target=2, metrics=True, metric_samples=3, seed=7)
+    result = attribute(model, x, method="saliency", target=2, metrics=True, metric_samples=3, seed=7)
     m = result.metrics
     assert len(m["infidelity"]) == 2 and len(m["sensitivity_max"]) == 2
 
@@ -117,7 +117,7 @@ def test_metrics_are_captums(model, x):
 
 
 def test_default_target_is_the_top_class_and_save_writes_every_file(model, x, tmp_path):
-    result = attribute(model, x, "input_x_gradient")
+    result = attribute(model, x, method="input_x_gradient")
     with torch.no_grad():
         assert result.targets == model(x).argmax(1).tolist()
     files = result.save(tmp_path / "out")
@@ -141,12 +141,12 @@ def test_default_target_is_the_top_class_and_save_writes_every_file(model, x, tm
 def test_bad_arguments_are_one_line(model, x, kwargs, message):
     method = kwargs.pop("method")
     with pytest.raises(IntrospectError, match=message.replace("(", r"\(")):
-        attribute(model, x, method, **kwargs)
+        attribute(model, x, method=method, **kwargs)
 
 
 def test_integer_inputs_are_refused(model):
     with pytest.raises(IntrospectError, match="floating-point"):
-        attribute(model, torch.zeros(1, 3, 48, 48, dtype=torch.int64), "integrated_gradients")
+        attribute(model, torch.zeros(1, 3, 48, 48, dtype=torch.int64), method="integrated_gradients")
 
 
 @pytest.fixture(scope="module")

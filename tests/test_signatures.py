@@ -30,7 +30,7 @@ def convention_problems(name: str, func) -> list[str]:
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             problems.append(f"{name}: {p.name!r} must be positional")
     for p in rest:
-        if p.kind is not p.KEYWORD_ONLY:
+        if p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD):
             problems.append(f"{name}: {p.name!r} must be keyword-only")
         if p.name in SYNONYMS:
             problems.append(f"{name}: {p.name!r} should be called {SYNONYMS[p.name]!r}")

@@ -1,6 +1,6 @@
 """captum's attribution methods through introspect's front door: ``introspect attribute``.
 
-Registers the method ``introspect.attribute(model, images, method, ...)`` (see
+Registers the method ``introspect.attribute(model, images, *, method, ...)`` (see
 :func:`introspect_attribute.method.attribute`) and the command
 ``introspect attribute [MODEL] [IMAGE]... --method NAME``. The modules:
 :mod:`~introspect_attribute.table` (the one table of methods and their options),

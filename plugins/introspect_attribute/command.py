@@ -69,7 +69,7 @@ def attribute_command(model, images, method, opts, targets, layer, noise_tunnel,
         model, images = None, [model, *images]
     net = open_model(model, arch, device, trust_pickle)
     x, paths = open_images(net, images)
-    result = attribute(net, x, method, target=list(targets) or None, layer=layer, noise_tunnel=noise_tunnel,
+    result = attribute(net, x, method=method, target=list(targets) or None, layer=layer, noise_tunnel=noise_tunnel,
                        nt_samples=nt_samples, nt_stdevs=nt_stdevs, metrics=metrics, seed=seed, **options)
 
     def lines(summary):

@@ -1,4 +1,4 @@
-"""``attribute(model, images, method, ...)``: one of captum's attribution methods, as a result.
+"""``attribute(model, images, *, method, ...)``: one of captum's attribution methods, as a result.
 
 The methods and their options come from one table (:mod:`introspect_attribute.table`); occlusion,
 deconvolution and guided backpropagation run through :mod:`introspect.captum` (occlusion with
@@ -82,8 +82,8 @@ class AttributionResult:
 def attribute(
     model: nn.Module,
     images: torch.Tensor,
-    method: str,
     *,
+    method: str,
     target: int | str | Sequence[int | str] | None = None,
     layer: str | nn.Module | None = None,
     noise_tunnel: str | None = None,
@@ -121,7 +121,7 @@ def attribute(
             range or unknown, a noise tunnel around a perturbation method, integer inputs.
 
     Example:
-        >>> result = introspect.attribute(model, x, "integrated_gradients", target="tabby", n_steps=32)
+        >>> result = introspect.attribute(model, x, method="integrated_gradients", target="tabby", n_steps=32)
         >>> result.attribution.shape
         torch.Size([1, 3, 224, 224])
     """
