@@ -54,14 +54,14 @@ def test_methods_on_timm_models_leave_them_unchanged(name, seeded_file, one_thre
     assert default == convs_that_run(model, x[:1])[-1]
     model.train()
     before = snapshot(model)
-    projection = project(model, x[:1], top_maps=1)
+    projection = project(model, x[:1], maps=1)
     assert resolve_layer(model, projection.name)[0] == default and torch.isfinite(projection.projections).all()
     top = top_k(model, x, k=1, channels=[0, 1], batch_size=2)
     assert top.activation.shape[:2] == (2, 1)
     for incremental in (True, False):
         occ = occlusion(model, x[:1], size=32, stride=32, incremental=incremental, project=incremental)
         assert occ.prob.shape == (1, 2, 2)
-    correspondence(model, x, {"part": [16, 16, 32, 32]}, [default], random_trials=1)
+    correspondence(model, x, parts={"part": [16, 16, 32, 32]}, layers=[default], random_trials=1)
     assert changes(before, model) == []
 
 
