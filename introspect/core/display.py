@@ -172,16 +172,16 @@ class NotebookBars:
         self.every = every
         self.phase: str | None = None
         self.handle: Any = None
-        self.start = self.last = 0.0
+        self.start = self.last = time.perf_counter()  # the first phase counts from the call's start
         self.updates = 0
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         from IPython.display import display
 
         now = time.perf_counter()
-        if phase != self.phase:
-            self.phase, self.start = phase, now
-            self.handle = display(_BarView(phase, done, total, 0.0), display_id=True)
+        if phase != self.phase:  # a new bar; this phase began when the last one was last updated
+            self.phase, self.start = phase, self.last
+            self.handle = display(_BarView(phase, done, total, now - self.start), display_id=True)
             self.last = now
             self.updates += 1
             return
