@@ -14,13 +14,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from introspect.plugin import IntrospectError, meta_of, resolve_layer, resolve_targets
+from introspect.plugin import IntrospectError, Shown, drawn_once, meta_of, resolve_layer, resolve_targets, shape_text
 
 from introspect_attribute.table import NOISE_TUNNELS, Method, method_options, method_spec
 
 
-@dataclass
-class AttributionResult:
+@dataclass(repr=False)
+class AttributionResult(Shown):
     """Attributions of a batch of images by one method.
 
     Attributes:
@@ -60,6 +60,24 @@ class AttributionResult:
                 "noise_tunnel": self.noise_tunnel, "path": self.path,
                 "input_shape": list(self.input.shape), "attribution_shape": list(self.attribution.shape),
                 "images": per_image, "metrics": self.metrics}
+
+    def _repr_lines(self) -> list[str]:
+        how = f" through a {self.noise_tunnel} noise tunnel" if self.noise_tunnel else ""
+        lines = [f"AttributionResult: {self.method}{how}{f' at {self.layer}' if self.layer else ''} of "
+                 f"{self.input.shape[0]} image{'s' if self.input.shape[0] != 1 else ''} of {shape_text(self.input[0])}"]
+        for i, name in enumerate(self.target_names[:3]):
+            a = self.attribution[i]
+            lines.append(f"  image {i}, target {name}: sum {float(a.sum()):.4g}, range {float(a.min()):.4g} .. "
+                         f"{float(a.max()):.4g}")
+        lines.append(f"  attribution {shape_text(self.attribution)}" + (f", path {self.path}" if self.path else ""))
+        return lines
+
+    def _figures(self) -> dict:
+        from introspect_attribute.figure import heat_maps
+
+        picture = drawn_once(lambda: heat_maps(self))
+        n = self.attribution.shape[0]
+        return {name: picture(name) for i in range(n) for name in (f"signed_{i}", f"absolute_{i}")}
 
     def save(self, out) -> list:
         """Write ``attribution.npy``, ``input.npy``, ``result.json`` and per image the heat maps
