@@ -77,9 +77,9 @@ def occlusion_case(name: str, model, x, window: int, stride: int, rounds: int, p
 
 def neuron_case(rounds: int, captum_calls: int, images_count: int) -> float:
     import numpy as np
+    from bench_deconv import photos
     from captum.attr import NeuronDeconvolution as CaptumNeuronDeconvolution
 
-    from bench_deconv import photos
     from introspect.captum import NeuronDeconvolution
     from introspect.models import zfnet
 

@@ -65,7 +65,7 @@ def write_idx(folder: Path, prefix: str, images: torch.Tensor, labels: torch.Ten
 
 def subset(data: Path, out: Path, train_images: int):
     """The balanced training subset and the first test images as IDX files in ``out``; returns the test set."""
-    from introspect.models.train import fashion_mnist
+    from introspect.training import fashion_mnist
 
     train, test = fashion_mnist(data, out / "cache")
     per_class = train_images // len(train.classes)

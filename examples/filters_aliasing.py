@@ -9,7 +9,7 @@ model's conv1 (7x7, stride 1 at its 32x32 input) over the bundled images. Then, 
 IDX files are at ``/usr/share/datasets/fashion-mnist`` (they are not shipped), it trains two small
 ZFNet-shaped nets (conv1, conv2, conv5, fc6, fc7) that differ only in conv1 -- 11x11 stride 4 and 7x7
 stride 2 -- for ``--epochs`` epochs on a ``--train`` image subset at 64x64 with
-:func:`introspect.models.train.train_model` (SGD, learning rate 1e-2, momentum 0.9, filter RMS
+:func:`introspect.training.train_model` (SGD, learning rate 1e-2, momentum 0.9, filter RMS
 renormalization, crops and flips), and compares their dead filters (over ``--test`` test images) and
 the share of filter energy above the Nyquist frequency of the stride, at initialization and after
 training. To learn within two epochs on a CPU the nets leave out the paper's dropout and contrast
@@ -60,8 +60,8 @@ def bundled(figures: Path) -> None:
 
 def build(kernel: int, stride: int, padding: int, seed: int):
     """A small ZFNet-shaped net with the given conv1 (grey, tied filters from N(0, 1e-2)); He init above it."""
-    from introspect.models.train import PAPER_INIT_STD, tie_input_channels
     from introspect.models.zfnet import pool5_size_for
+    from introspect.training import PAPER_INIT_STD, tie_input_channels
 
     kwargs = {"num_classes": 10, "widths": (32, 32, 48, 48, 32), "fc": 128, "conv1_kernel": kernel,
               "conv1_stride": stride, "conv1_padding": padding, "conv2_stride": 1, "conv2_padding": 2,
@@ -78,7 +78,7 @@ def build(kernel: int, stride: int, padding: int, seed: int):
 
 
 def train_pair(args, figures: Path) -> list[dict]:
-    from introspect.models.train import BatchTransform, TrainConfig, channel_stats, evaluate, fashion_mnist, train_model
+    from introspect.training import BatchTransform, TrainConfig, channel_stats, evaluate, fashion_mnist, train_model
 
     cache = Path(tempfile.mkdtemp(prefix="filters-fm-"))
     train, test = fashion_mnist(DATA, cache)

@@ -55,7 +55,7 @@ def evaluate_like_the_commands(checkpoint: Path, data: Path, cache: Path):
     """Accuracy on the 10,000 test images, preprocessed by introspect.images from 8-bit PIL images."""
     from introspect.images import Preprocess
     from introspect.models import load_model, meta_of
-    from introspect.models.train import fashion_mnist
+    from introspect.training import fashion_mnist
 
     model = load_model(checkpoint)
     meta = meta_of(model)

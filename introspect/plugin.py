@@ -22,8 +22,8 @@ Groups (see ``__all__``):
   ``strongest``, ``cut_windows``, ``readable_errors``, ``PROJECTION_MODES``, ``PROJECTION_METHODS``;
 * **occluder sweeps** (incremental inference): ``SweepRunner``, ``Sweep``, ``prepare_engine``,
   ``auto_batch_size``, ``AUTO_BATCH_BYTES``;
-* **models**: ``model_device``, ``model_dtype``, ``to_model``, ``refuse_diverged``, ``meta_of``, ``ModelMeta``, ``ArchSpec``,
-  ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
+* **models**: ``model_device``, ``model_dtype``, ``to_model``, ``refuse_diverged``, ``meta_of``, ``ModelMeta``,
+  ``ArchSpec``, ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
 * **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
   ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
 * **results and progress**: ``Result``, ``Progress``, ``report_progress``, ``counted``, ``output_folder``,
@@ -37,7 +37,8 @@ Groups (see ``__all__``):
   ``check_output_folder``, ``check_run_folder``, ``is_output_folder``, ``read_manifest``, ``grid``,
   ``to_uint8``, ``colormap``, ``heatmap_overlay``, ``with_colorbar``, ``draw_boxes``, ``line_plot``,
   ``table_image``;
-* **training** (the paper's recipe as a library): ``TrainConfig``, ``train_model``, ``init_paper``,
+* **training** (the paper's recipe as a library): ``train`` (a whole run), ``TrainResult``,
+  ``TrainConfig``, ``train_model``, ``build_model``, ``load_data``, ``init_paper``,
   ``tie_input_channels``, ``channel_stats``, ``split``, ``fashion_mnist``, ``image_folder``,
   ``is_idx_folder``, ``read_training_checkpoint``.
 """
@@ -81,8 +82,9 @@ _add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text", "chec
      "read_manifest", "check_output_folder")
 _add("introspect.render", "grid", "to_uint8", "colormap", "heatmap_overlay", "with_colorbar", "draw_boxes")
 _add("introspect.plot", "line_plot", "table_image")
-_add("introspect.models.train", "TrainConfig", "train_model", "init_paper", "tie_input_channels", "channel_stats",
-     "split", "fashion_mnist", "image_folder", "is_idx_folder", "read_training_checkpoint")
+_add("introspect.training", "TrainConfig", "train_model", "init_paper", "tie_input_channels", "channel_stats",
+     "split", "fashion_mnist", "image_folder", "is_idx_folder", "read_training_checkpoint", "train", "TrainResult",
+     "build_model", "load_data")
 
 __all__ = sorted(_SOURCES)
 

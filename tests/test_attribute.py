@@ -42,10 +42,18 @@ CASES = {
     "feature_ablation": ({"grid": 16}, {"baselines": 0.0}),
     "shapley_value_sampling": ({"grid": 24, "n_samples": 2}, {"baselines": 0.0, "n_samples": 2}),
 }
-CAPTUM = {"saliency": ca.Saliency, "input_x_gradient": ca.InputXGradient, "integrated_gradients": ca.IntegratedGradients,
-          "guided_backprop": ca.GuidedBackprop, "deconvolution": ca.Deconvolution, "guided_gradcam": ca.GuidedGradCam,
-          "layer_gradcam": ca.LayerGradCam, "occlusion": ca.Occlusion, "feature_ablation": ca.FeatureAblation,
-          "shapley_value_sampling": ca.ShapleyValueSampling}
+CAPTUM = {
+    "saliency": ca.Saliency,
+    "input_x_gradient": ca.InputXGradient,
+    "integrated_gradients": ca.IntegratedGradients,
+    "guided_backprop": ca.GuidedBackprop,
+    "deconvolution": ca.Deconvolution,
+    "guided_gradcam": ca.GuidedGradCam,
+    "layer_gradcam": ca.LayerGradCam,
+    "occlusion": ca.Occlusion,
+    "feature_ablation": ca.FeatureAblation,
+    "shapley_value_sampling": ca.ShapleyValueSampling,
+}
 
 
 def grid_mask(side, h=48, w=48):
@@ -189,6 +197,7 @@ def test_cli_writes_maps_arrays_and_json(checkpoint, photo, tmp_path):
     assert set(json.loads((out / "result.json").read_text())["metrics"]) == {"infidelity", "sensitivity_max", "samples"}
     # the array is captum's on the exact input the command used
     import numpy as np
+
     from introspect.models import load_model
     net = load_model(checkpoint)
     x = torch.from_numpy(np.load(out / "input.npy"))

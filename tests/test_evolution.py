@@ -10,8 +10,8 @@ import torch
 import introspect
 from introspect.errors import IntrospectError
 from introspect.models import load_model, save_checkpoint, zfnet
-from introspect.models.train import TensorImageDataset, TrainConfig, init_paper, train_model
 from introspect.models.zfnet import pool5_size_for
+from introspect.training import TensorImageDataset, TrainConfig, init_paper, train_model
 from introspect_evolution import EvolutionResult, feature_evolution
 
 KWARGS = dict(num_classes=10, widths=(8, 12, 16, 16, 12), fc=32, conv1_padding=3, conv2_stride=1, conv2_padding=2)
@@ -52,7 +52,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data():
     """24 other digits, preprocessed as the run's checkpoints want: ``(24, 3, 32, 32)``."""
-    from introspect.models.train import BatchTransform
+    from introspect.training import BatchTransform
 
     images, _ = digits(1000, 24)
     return BatchTransform((3, 32, 32), MEAN, STD)(images)

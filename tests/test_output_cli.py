@@ -222,7 +222,7 @@ def test_channel_ranges_are_checked_before_they_are_built(files, tmp_path, monke
     tracemalloc.stop()
     _one_error_line(result, "channel 2000000000 does not exist in layer 'features.12'", "4 feature maps", "0..3")
     assert peak < 200e6
-    from introspect_deconv.commands import MAX_CHANNELS, parse_channels
+    from introspect_deconv.command import MAX_CHANNELS, parse_channels
 
     assert parse_channels(["0-2,5", "3"], 6, "conv5") == [0, 1, 2, 3, 5]
     for bad in ("5-2", "-1", "x", "1-"):

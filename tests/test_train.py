@@ -1,4 +1,4 @@
-"""The paper's training recipe (introspect.models.train), the `introspect train` command, the ZFNet
+"""The paper's training recipe (introspect.training), the `introspect train` command, the ZFNet
 ablation variants and the bundled trained model."""
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-import introspect.models.train as train_mod
+import introspect
+import introspect.training.loop as loop_mod
 from introspect.cli import build_cli
+from introspect.errors import IntrospectError
 from introspect.models import load_model, meta_of
 from introspect.models.load import bundled_checkpoint
-from introspect.models.train import (
+from introspect.models.zfnet import ZFNET_ALIASES, pool5_size_for, zfnet
+from introspect.training import (
     BatchTransform,
     LRSchedule,
     TensorImageDataset,
@@ -29,7 +32,6 @@ from introspect.models.train import (
     renormalize_filters,
     train_model,
 )
-from introspect.models.zfnet import ZFNET_ALIASES, pool5_size_for, zfnet
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -115,7 +117,7 @@ def test_renormalize_filters_matches_a_loop_and_skips_linear():
 def test_every_training_step_renormalizes(monkeypatch, tmp_path):
     """In the training loop, after every step, each conv filter's RMS is <= 0.1, filters that were under
     the radius are exactly as the optimizer left them, the others are scaled by 0.1 / RMS."""
-    original = train_mod.renormalize_filters
+    original = loop_mod.renormalize_filters
     calls = []
 
     def checked(model, radius):
@@ -137,7 +139,7 @@ def test_every_training_step_renormalizes(monkeypatch, tmp_path):
         calls.append(over)
         return count
 
-    monkeypatch.setattr(train_mod, "renormalize_filters", checked)
+    monkeypatch.setattr(loop_mod, "renormalize_filters", checked)
     torch.manual_seed(0)
     kwargs = dict(num_classes=2, widths=(4, 6, 6, 6, 4), fc=8, conv2_stride=1, conv2_padding=2)
     kwargs["pool5_size"] = pool5_size_for(32, **kwargs)
@@ -161,7 +163,7 @@ def test_init_paper():
 
 
 def test_tied_input_channels_stay_equal_on_grey_data():
-    from introspect.models.train import tie_input_channels
+    from introspect.training import tie_input_channels
 
     torch.manual_seed(0)
     net = init_paper(zfnet(num_classes=3, widths=(4, 6, 6, 6, 4), fc=8, pool5_size=pool5_size_for(96)), 0.05)
@@ -276,6 +278,32 @@ def test_resume_lowers_the_rate_by_hand_and_refuses_new_architecture(image_folde
     assert [row["lr"] for row in json.loads(result.stdout)["history"]] == [0.01, 0.001]
     bad = run_cli("train", image_folder, "--resume", tmp_path / "epoch_001.pt", "--widths", "8,8,8,8,8", ok=False)
     assert bad.exit_code == 1 and "--widths cannot change when resuming" in bad.output and "Traceback" not in bad.output
+
+
+def test_train_in_python_fits_pool5_checks_resume_and_matches_the_command(image_folder, tmp_path):
+    """``introspect.train`` is the command's run: the same checkpoint for the same options, the pool5 size
+    fitted to the input (checked against pool5_size_for), and a resumed run that keeps its recipe."""
+    kwargs = {"widths": [4, 8, 8, 8, 4], "fc": 8, "conv2_stride": 1, "conv2_padding": 2}
+    calls = []
+    api = introspect.train("zfnet", image_folder, out=tmp_path / "api", arch_kwargs=kwargs, input_size=(3, 32, 32),
+                           init_std=0.1, epochs=1, batch_size=6, progress=lambda *a: calls.append(a))
+    assert calls == [("epoch 1/1", 0, 2), ("epoch 1/1", 1, 2), ("epoch 1/1", 2, 2)]  # 12 images, batches of 6
+    run_cli("train", image_folder, *TINY, "--epochs", "1", "--batch-size", "6", "--out", tmp_path / "cli")
+    a = torch.load(tmp_path / "api" / "epoch_001.pt", weights_only=True)
+    b = torch.load(tmp_path / "cli" / "epoch_001.pt", weights_only=True)
+    assert a["arch_kwargs"] == b["arch_kwargs"] and a["mean"] == b["mean"]
+    assert a["arch_kwargs"]["pool5_size"] == pool5_size_for(32, **kwargs)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert api.checkpoints == [tmp_path / "api" / "epoch_001.pt"] and api.last["epoch"] == 1
+
+    resume = tmp_path / "api" / "epoch_001.pt"
+    with pytest.raises(IntrospectError, match="batch_size 5 differs from the checkpoint's 6"):
+        introspect.train(None, image_folder, resume=resume, epochs=2, batch_size=5)
+    with pytest.raises(IntrospectError, match="arch_kwargs cannot change when resuming"):
+        introspect.train(None, image_folder, resume=resume, epochs=2, arch_kwargs={"fc": 16})
+    more = introspect.train(None, image_folder, resume=resume, epochs=2, lr=0.001)
+    assert [row["lr"] for row in more.history] == [0.01, 0.001] and more.checkpoints[-1].name == "epoch_002.pt"
 
 
 def test_table3_ablation_options(image_folder, tmp_path):

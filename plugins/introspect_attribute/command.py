@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from introspect.plugin import emit_result, model_and_inputs, model_options, open_images, open_model, output_options
-
 from introspect_attribute.table import METHODS, NOISE_TUNNELS
 
 
@@ -28,7 +27,9 @@ def _methods_help() -> str:
 @click.option("--target", "targets", multiple=True, metavar="CLASS",
               help="Class to explain, by index or name: one for all images or one per image. Default: each "
                    "image's top predicted class.")
-@click.option("--layer", default=None, metavar="NAME", help="The layer of a layer method (guided_gradcam, layer_gradcam).")
+@click.option(
+    "--layer", default=None, metavar="NAME", help="The layer of a layer method (guided_gradcam, layer_gradcam)."
+)
 @click.option("--noise-tunnel", type=click.Choice(NOISE_TUNNELS), default=None,
               help="Wrap a gradient method in captum's NoiseTunnel.")
 @click.option("--nt-samples", type=click.IntRange(min=1), default=10, show_default=True,
@@ -50,7 +51,6 @@ def attribute_command(model, images, method, opts, targets, layer, noise_tunnel,
     given alone are taken as IMAGEs (with the bundled model, or --arch).
     """
     from introspect.plugin import IMAGE_EXTENSIONS, IntrospectError
-
     from introspect_attribute.method import attribute
     from introspect_attribute.table import method_options, method_spec
 

@@ -8,14 +8,14 @@ incremental inference). ``noise_tunnel`` wraps a gradient method in captum's ``N
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from introspect.plugin import IntrospectError, Shown, drawn_once, meta_of, resolve_layer, resolve_targets, shape_text
-
 from introspect_attribute.table import NOISE_TUNNELS, Method, method_options, method_spec
 
 
@@ -83,7 +83,6 @@ class AttributionResult(Shown):
         """Write ``attribution.npy``, ``input.npy``, ``result.json`` and per image the heat maps
         ``signed_<i>.png`` and ``absolute_<i>.png`` (over the image, with a colour bar) into ``out``."""
         from introspect.plugin import output_folder, written
-
         from introspect_attribute.figure import heat_maps
 
         names = ["attribution.npy", "input.npy", "result.json"]

@@ -15,7 +15,7 @@ their modules.
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
 from introspect_correspondence.delta import delta, hamming_matrix, normalized_hamming, pair_stats, sign_pattern
 from introspect_correspondence.method import CorrespondenceResult, correspondence, default_layers
 from introspect_correspondence.parts import boxes_per_image, load_parts

@@ -26,8 +26,8 @@ anything else (sums, ...)   its gradient
 """
 from __future__ import annotations
 
-from introspect import hookimpl
-from introspect_deconv.project import Projection, project
+from introspect.plugin import hookimpl
+from introspect_deconv.project import Projection, project  # eager: the names shadow their modules
 from introspect_deconv.top import RunningTopK, TopK, top_k
 
 
@@ -39,7 +39,7 @@ def register_methods(register):
 
 @hookimpl
 def register_commands(cli):
-    from introspect_deconv.commands import deconv_command, top_command
+    from introspect_deconv.command import deconv_command, top_command
 
     cli.add_command(deconv_command)
     cli.add_command(top_command)

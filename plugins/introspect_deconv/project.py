@@ -181,14 +181,14 @@ class Projection(Shown):
     def _figures(self) -> dict:
         """The grid ``save`` writes: each projection (cropped to its box, grey = 0) beside the
         matching image patch, labelled ``"conv5 ch 17 act 12.3"``."""
-        from introspect_deconv.figures import projection_figure
+        from introspect_deconv.figure import projection_figure
 
         return {file_stem(self.name): lambda: projection_figure(self)}
 
     def save(self, out: str | os.PathLike):
         """Write ``<name>.npy``, ``<name>.png``, ``result.json`` and ``input.npy`` into folder ``out``
         (all or nothing). Returns the written paths."""
-        from introspect_deconv.figures import save_projections
+        from introspect_deconv.figure import save_projections
 
         return save_projections([self], out)
 

@@ -194,7 +194,7 @@ class TopK(Shown):
         return lines
 
     def _figures(self) -> dict:
-        from introspect_deconv.figures import channel_figure, overview_figure
+        from introspect_deconv.figure import channel_figure, overview_figure
 
         names = ["overview"] + [self._channel_name(j) for j in range(len(self.channels))]
         if self.patches is None:
@@ -216,7 +216,7 @@ class TopK(Shown):
         return written(od, names)
 
     def _write(self, od) -> list[str]:
-        from introspect_deconv.figures import channel_figure, overview_figure
+        from introspect_deconv.figure import channel_figure, overview_figure
 
         names = []
         if self.projections is not None:

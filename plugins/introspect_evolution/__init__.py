@@ -9,7 +9,7 @@ the checkpoints of a run, their epochs, checking they belong together), :mod:`~i
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
 
 
 @hookimpl

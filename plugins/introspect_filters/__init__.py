@@ -9,7 +9,7 @@ filters' power spectrum and the share of energy above a frequency), :mod:`~intro
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
 
 
 @hookimpl

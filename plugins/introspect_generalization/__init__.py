@@ -11,7 +11,7 @@ trained with L-BFGS), :mod:`~introspect_generalization.method` (the analysis and
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
 
 
 @hookimpl

@@ -9,7 +9,7 @@ and its result), :mod:`~introspect_invariance.figure` (plots, the Fig. 5 row, th
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
 
 
 @hookimpl

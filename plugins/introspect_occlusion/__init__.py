@@ -8,7 +8,7 @@ The modules: :mod:`~introspect_occlusion.method` (the sweep and its result),
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
 
 
 @hookimpl

@@ -99,7 +99,13 @@ def load_pretrained(arch, weights, arch_kwargs):
 
     tags = [m.partition(".")[2] for m in timm.list_pretrained(f"{base}.*")]
     text = str(weights).strip()
-    tag = arch_tag if text.upper() == "DEFAULT" and arch_tag else text.partition(".")[2] if text.startswith(base + ".") else text
+    tag = (
+        arch_tag
+        if text.upper() == "DEFAULT" and arch_tag
+        else text.partition(".")[2]
+        if text.startswith(base + ".")
+        else text
+    )
     if tag.upper() == "DEFAULT":
         tag = tags[0] if tags else None
     if tag not in tags:
@@ -110,13 +116,19 @@ def load_pretrained(arch, weights, arch_kwargs):
     try:
         model = timm.create_model(full, pretrained=True, **dict(arch_kwargs or {}))
     except TypeError as exc:
-        raise IntrospectError(f"cannot build timm/{base} with {arch_kwargs}: {exc}; check the --arch-arg values") from None
+        raise IntrospectError(
+            f"cannot build timm/{base} with {arch_kwargs}: {exc}; check the --arch-arg values"
+        ) from None
     except Exception as exc:  # hub errors: offline, not cached, corrupt file
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         cfg = get_pretrained_cfg(full)
-        where = f"https://huggingface.co/{cfg.hf_hub_id}" if cfg is not None and cfg.hf_hub_id else "the Hugging Face hub"
-        raise IntrospectError(f"cannot load timm weights {full} ({type(exc).__name__}: {line}); they are read from the "
-                              f"Hugging Face cache (HF_HOME) and downloaded from {where} when online") from None
+        where = (
+            f"https://huggingface.co/{cfg.hf_hub_id}" if cfg is not None and cfg.hf_hub_id else "the Hugging Face hub"
+        )
+        raise IntrospectError(
+            f"cannot load timm weights {full} ({type(exc).__name__}: {line}); they are read from the "
+            f"Hugging Face cache (HF_HOME) and downloaded from {where} when online"
+        ) from None
     cfg = model.pretrained_cfg
     cfg_obj = get_pretrained_cfg(full)
     pre = _preprocessing(cfg_obj)

@@ -9,11 +9,20 @@ step, random crops and horizontal flips. One introspect checkpoint per epoch; ``
 from one with the same optimizer state. The paper's Table 3 ablations are options: ``--widths``,
 ``--fc``, ``--no-lrn``, ``--drop-layers``.
 
-The library side is :mod:`introspect.models.train`.
+Python API: ``introspect.train(arch, data, *, out=..., epochs=..., resume=...)`` (registered through
+``register_methods``), the whole run the command makes; the recipe's pieces are in
+:mod:`introspect.training`.
 """
 from __future__ import annotations
 
-from introspect import hookimpl
+from introspect.plugin import hookimpl
+
+
+@hookimpl
+def register_methods(register):
+    from introspect.plugin import train
+
+    register("train", train, "Train a network with the paper's recipe, a checkpoint per epoch (Sec. 3)")
 
 
 @hookimpl
@@ -23,4 +32,4 @@ def register_commands(cli):
     cli.add_command(train_command)
 
 
-__all__ = ["register_commands"]
+__all__ = ["register_methods", "register_commands"]

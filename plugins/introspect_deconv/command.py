@@ -102,7 +102,7 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, acti
     applied as its transpose.
     """
     from introspect.plugin import OutputDir, choice_note, last_conv_layer, parse_activation_rules, resolve_layer
-    from introspect_deconv.figures import save_projections
+    from introspect_deconv.figure import save_projections
     from introspect_deconv.project import project
 
     rule = parse_activation_rules("deconvnet", activation_rules)
