@@ -165,7 +165,6 @@ def note(message: str) -> None:
     click.echo(message, err=True)
 
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 _MODEL_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".pkl", ".tar"}
 
 
@@ -191,6 +190,7 @@ def open_model(model_path, arch, device, trust_pickle, *, diverged_ok: bool = Fa
     ``--weights``, ``--arch`` built with those pretrained weights (``--arch-arg`` builder arguments).
     A model with NaN or infinite weights is refused in one line unless ``diverged_ok`` (listing
     layers needs no numbers)."""
+    from introspect.images import IMAGE_EXTENSIONS
     from introspect.models import load_model
     from introspect.models.load import bundled_checkpoint
 
@@ -205,7 +205,7 @@ def open_model(model_path, arch, device, trust_pickle, *, diverged_ok: bool = Fa
                                   "architecture's weights)")
         note(f"using {arch} with pretrained weights {weights}")
         return load_model(None, arch, device=device, weights=weights, arch_kwargs=arch_args)
-    if model_path is not None and Path(model_path).suffix.lower() in _IMAGE_SUFFIXES:
+    if model_path is not None and Path(model_path).suffix.lower() in IMAGE_EXTENSIONS:
         raise IntrospectError(
             f"MODEL {model_path} looks like an image; give the model file first (introspect COMMAND MODEL IMAGE), "
             "or leave both out to use the bundled model and image"
@@ -225,6 +225,7 @@ def open_model(model_path, arch, device, trust_pickle, *, diverged_ok: bool = Fa
 
 def open_images(model: torch.nn.Module, paths) -> tuple[torch.Tensor, list[Path]]:
     """Read IMAGE files preprocessed for ``model`` (the bundled image when none is given)."""
+    from introspect.core.device import model_device
     from introspect.images import Preprocess, load_images
     from introspect.models import meta_of
 
@@ -233,7 +234,7 @@ def open_images(model: torch.nn.Module, paths) -> tuple[torch.Tensor, list[Path]
         paths = [bundled_image()]
         note(f"no IMAGE given: using the bundled image {paths[0].name}")
     pre = Preprocess.from_meta(meta_of(model))
-    device = next(model.parameters()).device
+    device = model_device(model)
     return load_images(paths, pre).to(device), paths
 
 

@@ -33,7 +33,7 @@ from introspect.output import MANIFEST, is_output_folder
 MAX_PIXELS = 89_478_485
 
 #: File name extensions (lower case) that :class:`ImageFolderDataset` picks up.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from introspect.errors import IntrospectError
+from introspect.images import IMAGENET_MEAN, IMAGENET_STD
 
 FILLS = ("gray", "mean", "zero", "blur")
 
 
-def fill_image(x: torch.Tensor, kind: str = "gray", mean: Sequence[float] = (0.485, 0.456, 0.406),
-               std: Sequence[float] = (0.229, 0.224, 0.225), blur_sigma: float = 8.0) -> torch.Tensor:
+def fill_image(x: torch.Tensor, kind: str = "gray", mean: Sequence[float] = IMAGENET_MEAN,
+               std: Sequence[float] = IMAGENET_STD, blur_sigma: float = 8.0) -> torch.Tensor:
     """The values an occluder takes at every pixel, shaped like ``x``.
 
     Args:

@@ -24,7 +24,7 @@ Groups (see ``__all__``):
   ``auto_batch_size``, ``AUTO_BATCH_BYTES``;
 * **models**: ``model_device``, ``model_dtype``, ``to_model``, ``refuse_diverged``, ``meta_of``, ``ModelMeta``,
   ``ArchSpec``, ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
-* **images and occluders**: ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
+* **images and occluders**: ``IMAGENET_MEAN``, ``IMAGENET_STD``, ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
   ``IMAGE_EXTENSIONS``, ``FILLS``, ``fill_image``;
 * **results and progress**: ``Result``, ``Progress``, ``report_progress``, ``counted``, ``output_folder``,
   ``written``; in notebooks: ``Shown`` (short repr, ``figure()``, ``_repr_png_``), ``drawn_once``, ``to_pil``,
@@ -61,8 +61,8 @@ def _add(module: str, *names: str, **renamed: str) -> None:
 _add("introspect.hookspecs", "hookimpl")
 _add("introspect.errors", "IntrospectError", "closest")
 _add("introspect.manager", "require_method")
-_add("introspect.core.layers", "resolve_layer", "layer_names", "aliases", "alias_of", "conv_layers",
-     "last_conv_layer", "receptive_field", "Field")
+_add("introspect.core.layers", "resolve_layer", "layer_names", "aliases", "alias_of", "display_name", "check_channels",
+     "conv_layers", "last_conv_layer", "receptive_field", "Field")
 _add("introspect.core.attach", "attach", "eval_mode")
 _add("introspect.core.rules", "apply_rule", "RULES", "Rule", "choice_note", "parse_activation_rules")
 _add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_field", "strongest", "cut_windows",
@@ -73,7 +73,8 @@ _add("introspect.core.display", "Shown", "drawn_once", "to_pil", "shape_text", "
 _add("introspect.core.device", "model_device", "model_dtype", "to_model", "refuse_diverged")
 _add("introspect.models", "meta_of", "ModelMeta", "ArchSpec", "get_arch")
 _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")
-_add("introspect.images", "Preprocess", "ImageFolderDataset", "read_image", "IMAGE_EXTENSIONS")
+_add("introspect.images", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocess", "ImageFolderDataset", "read_image",
+     "IMAGE_EXTENSIONS")
 _add("introspect.occluders", "FILLS", "fill_image")
 _add("introspect.cli", "model_options", "output_options", "open_model", "open_images", "bundled_image_dir", "emit",
      "note", "PhaseBars", "emit_result", "model_and_inputs", "model_settings", "parse_arch_args")

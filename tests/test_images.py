@@ -355,3 +355,19 @@ def test_corrupt_image_in_folder_names_the_file(tmp_path):
     with pytest.raises(IntrospectError) as excinfo:
         ds[1]
     _one_line_error(excinfo, "zz_bad.jpg")
+
+
+def test_a_gif_is_an_image_for_folders_and_for_the_model_argument(tmp_path):
+    """One set of image suffixes: a GIF in a folder is read (its first frame), and a GIF given as
+    MODEL is recognized as an image."""
+    from introspect.cli import open_model
+    from introspect.errors import IntrospectError
+
+    pixels = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    Image.fromarray(pixels).convert("P", palette=Image.ADAPTIVE).save(tmp_path / "a.gif")
+    ds = ImageFolderDataset(tmp_path, Preprocess((3, 16, 16), (0.0,) * 3, (1.0,) * 3))
+    assert [p.name for p in ds.paths] == ["a.gif"]
+    expected = torch.from_numpy(np.asarray(Image.open(tmp_path / "a.gif").convert("RGB"))).permute(2, 0, 1) / 255
+    torch.testing.assert_close(ds[0][0], expected.float(), rtol=0, atol=1e-6)
+    with pytest.raises(IntrospectError, match="looks like an image"):
+        open_model(tmp_path / "a.gif", None, "cpu", False)

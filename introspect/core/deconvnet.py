@@ -35,8 +35,10 @@ AUTOGRAD_BATCH = 16
 
 
 @contextlib.contextmanager
-def readable_errors(images: torch.Tensor):
-    """A model that cannot run on the input (wrong size or channels) becomes one IntrospectError line."""
+def readable_errors(images: torch.Tensor, shape=None):
+    """A model that cannot run on the input (wrong size or channels) becomes one IntrospectError line
+    naming ``shape`` (default the shape of ``images``); errors that are already one line, and
+    out-of-memory errors, pass through."""
     try:
         yield
     except (RuntimeError, ValueError) as exc:
@@ -44,7 +46,7 @@ def readable_errors(images: torch.Tensor):
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise IntrospectError(
-            f"the model cannot run on input of shape {tuple(images.shape)}: {first}; "
+            f"the model cannot run on images of shape {tuple(images.shape if shape is None else shape)}: {first}; "
             "check the image size and channels the model expects"
         ) from None
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from introspect.core.device import model_device, model_dtype
 from introspect.errors import IntrospectError, closest
 
 Pair = tuple[int, int]
@@ -77,6 +78,31 @@ def alias_of(model: nn.Module, name: str) -> str | None:
     return None
 
 
+def check_channels(channels, n_maps: int, layer: str, none_means: str = "the default maps") -> list[int] | None:
+    """``channels`` (None, an int or a sequence of ints) as a list of feature maps of ``layer``,
+    which has ``n_maps``; None stays None (``none_means`` says what it means, for the error of an
+    empty list). A map that does not exist is a one-line :class:`IntrospectError`."""
+    if channels is None:
+        return None
+    if isinstance(channels, int):
+        channels = [channels]
+    chosen = [int(c) for c in channels]
+    if not chosen:
+        raise IntrospectError(f"channels is empty; pass None for {none_means} or at least one channel")
+    bad = [c for c in chosen if not 0 <= c < n_maps]
+    if bad:
+        raise IntrospectError(
+            f"channel {bad[0]} does not exist in layer {layer!r}, which has {n_maps} feature maps; use 0..{n_maps - 1}"
+        )
+    return chosen
+
+
+def display_name(model: nn.Module, name: str) -> str:
+    """The name to show for a canonical layer name: the paper's alias when the model has one
+    (``conv5``), else the module name (``features.12``)."""
+    return alias_of(model, name) or name
+
+
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of the ``nn.Conv2d`` layers of ``model`` in definition order."""
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
@@ -100,9 +126,7 @@ def executed_conv_layers(model: nn.Module, x: torch.Tensor | None = None) -> lis
     if x is None:
         from introspect.models import meta_of
 
-        param = next(model.parameters(), None)
-        x = torch.zeros(1, *meta_of(model).input_size, device=param.device if param is not None else "cpu",
-                        dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
+        x = torch.zeros(1, *meta_of(model).input_size, device=model_device(model), dtype=model_dtype(model))
     ran: dict[str, None] = {}
     handles = [m.register_forward_hook(lambda mod, inp, out: ran.setdefault(convs[mod])) for m in convs]
     try:
@@ -369,10 +393,7 @@ def layer_table(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> 
     try:
         for name, module in named:
             handles.append(module.register_forward_hook(make_hook(name)))
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        x = torch.zeros((1, *input_size), device=device, dtype=dtype)
+        x = torch.zeros((1, *input_size), device=model_device(model), dtype=model_dtype(model))
         was_training = model.training
         model.eval()
         try:
@@ -424,6 +445,6 @@ def iter_leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 __all__ = [
-    "aliases", "layer_names", "resolve_layer", "alias_of", "conv_layers", "last_conv_layer", "Field", "LayerInfo",
-    "layer_table", "receptive_field", "iter_leaves"
+    "aliases", "layer_names", "resolve_layer", "alias_of", "display_name", "check_channels", "conv_layers",
+    "last_conv_layer", "Field", "LayerInfo", "layer_table", "receptive_field", "iter_leaves"
 ]

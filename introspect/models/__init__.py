@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from introspect.errors import IntrospectError, closest
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from introspect.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one owner: the preprocessing)
 
 
 @dataclass

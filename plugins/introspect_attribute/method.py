@@ -15,7 +15,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from introspect.plugin import IntrospectError, Shown, drawn_once, meta_of, resolve_layer, resolve_targets, shape_text
+from introspect.plugin import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    IntrospectError,
+    Shown,
+    drawn_once,
+    meta_of,
+    resolve_layer,
+    resolve_targets,
+    shape_text,
+    to_model,
+)
 from introspect_attribute.table import NOISE_TUNNELS, Method, method_options, method_spec
 
 
@@ -45,8 +56,8 @@ class AttributionResult(Shown):
     noise_tunnel: str | None = None
     metrics: dict | None = None
     path: str | None = None
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: method, options, targets, the range and total of each map, metrics."""
@@ -202,9 +213,7 @@ def _check_images(model: nn.Module, images) -> torch.Tensor:
     if not x.is_floating_point():
         raise IntrospectError(f"attribution needs floating-point inputs, got {x.dtype}; "
                               "gradients and baselines are not defined for integer inputs")
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
+    x = to_model(x, model)
     return x
 
 

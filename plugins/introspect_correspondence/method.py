@@ -31,6 +31,7 @@ from introspect.plugin import (
     last_conv_layer,
     meta_of,
     notebook_progress,
+    readable_errors,
     report_progress,
     resolve_layer,
     short_list,
@@ -479,15 +480,8 @@ def correspondence(
                         batch = x[i:i + 1].repeat(len(todo) + 1, 1, 1, 1)
                         for k, (y0, x0, y1, x1) in enumerate(todo, start=1):
                             batch[k, :, y0:y1, x0:x1] = fills[i, :, y0:y1, x0:x1]
-                        try:
+                        with readable_errors(x, x.shape[1:]):
                             rec.forward(batch, stop=True)
-                        except torch.cuda.OutOfMemoryError:
-                            raise
-                        except RuntimeError as exc:
-                            raise IntrospectError(
-                                f"the model cannot run on images of shape {tuple(x.shape[1:])} ({x.dtype}): "
-                                f"{str(exc).splitlines()[0]}; preprocess the images for this model"
-                            ) from None
                         if name not in rec.activations:
                             raise IntrospectError(
                                 f"layer {layer!r} produced no output in the model's forward pass; choose a layer "

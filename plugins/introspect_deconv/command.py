@@ -20,9 +20,6 @@ from introspect.plugin import (
 )
 from introspect_deconv.distributed import DEFAULT_TIMEOUT
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
-
 #: Channel numbers stop here when the layer's own count is unknown: no layer has a million maps.
 MAX_CHANNELS = 1 << 20
 
@@ -101,14 +98,21 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, acti
     input) into --out. Contrast normalization is passed through on the way down; BatchNorm is
     applied as its transpose.
     """
-    from introspect.plugin import OutputDir, choice_note, last_conv_layer, parse_activation_rules, resolve_layer
+    from introspect.plugin import (
+        IMAGE_EXTENSIONS,
+        OutputDir,
+        choice_note,
+        last_conv_layer,
+        parse_activation_rules,
+        resolve_layer,
+    )
     from introspect_deconv.figure import save_projections
     from introspect_deconv.project import project
 
     rule = parse_activation_rules("deconvnet", activation_rules)
 
     model, images = model_and_inputs(model, images)
-    if arch is not None and model is not None and model.suffix.lower() in _IMAGE_SUFFIXES:
+    if arch is not None and model is not None and model.suffix.lower() in IMAGE_EXTENSIONS:
         model, images = None, (model, *images)  # `deconv --arch vgg11 cat.jpg`: no model file
     net = open_model(model, arch, device, trust_pickle)
     x, paths = open_images(net, images)
@@ -215,9 +219,16 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
     rank 0, ...) stops every rank before the long work."""
     from contextlib import ExitStack
 
-    from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, last_conv_layer, meta_of, resolve_layer
+    from introspect.plugin import (
+        ImageFolderDataset,
+        OutputDir,
+        Preprocess,
+        display_name,
+        last_conv_layer,
+        meta_of,
+        resolve_layer,
+    )
     from introspect_deconv.distributed import check_ranks
-    from introspect_deconv.project import display_name
     from introspect_deconv.top import top_k
 
     lead = group is None or group.rank == 0

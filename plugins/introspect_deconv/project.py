@@ -10,27 +10,27 @@ from dataclasses import field as dc_field
 import torch
 from torch import nn
 
-from introspect.plugin import PROJECTION_MODES as MODES
 from introspect.plugin import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Deconvnet,
     Field,
     Frame,
     IntrospectError,
     Rule,
     Shown,
-    alias_of,
+    check_channels,
+    display_name,
     last_conv_layer,
     layer_field,
     meta_of,
+    model_device,
+    model_dtype,
     resolve_layer,
     shape_text,
     strongest,
 )
-
-
-def display_name(model: nn.Module, canonical: str) -> str:
-    """The paper's alias of a layer when the model has one (``conv5``), else its module name."""
-    return alias_of(model, canonical) or canonical
+from introspect.plugin import PROJECTION_MODES as MODES
 
 
 def file_stem(name: str) -> str:
@@ -52,10 +52,7 @@ def as_batch(images, model: nn.Module) -> torch.Tensor:
             f"images must have shape N x C x H x W with N >= 1, got {tuple(images.shape)}; "
             "pass a batch of images"
         )
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else images.device
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    return images.detach().to(device, dtype)
+    return images.detach().to(model_device(model, images.device), model_dtype(model))
 
 
 def receptive_boxes(field: Field, position: torch.Tensor, image_hw) -> torch.Tensor:
@@ -77,19 +74,7 @@ def _map_box(field: Field, activation_map: torch.Tensor, image_hw) -> list[int]:
 
 
 def _channels_arg(channels, n_maps: int, name: str) -> list[int] | None:
-    if channels is None:
-        return None
-    if isinstance(channels, int):
-        channels = [channels]
-    channels = [int(c) for c in channels]
-    if not channels:
-        raise IntrospectError("channels is empty; pass None for the strongest maps or at least one channel")
-    bad = [c for c in channels if not 0 <= c < n_maps]
-    if bad:
-        raise IntrospectError(
-            f"channel {bad[0]} does not exist in layer {name!r}, which has {n_maps} feature maps; use 0..{n_maps - 1}"
-        )
-    return channels
+    return check_channels(channels, n_maps, name, "the strongest maps")
 
 
 @dataclass(repr=False)
@@ -136,8 +121,8 @@ class Projection(Shown):
     boxes: torch.Tensor
     inputs: torch.Tensor
     field: Field
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
     image_names: list[str] | None = dc_field(default=None)
     rule: str = "deconvnet"
     activation_rules: dict = dc_field(default_factory=dict)
@@ -293,4 +278,4 @@ def project(model: nn.Module, images: torch.Tensor, *, layer: str | nn.Module | 
     )
 
 
-__all__ = ["Projection", "project", "display_name", "file_stem", "as_batch", "receptive_boxes"]
+__all__ = ["Projection", "project", "file_stem", "as_batch", "receptive_boxes"]

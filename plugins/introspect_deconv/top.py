@@ -22,17 +22,22 @@ import torch
 from torch import nn
 
 from introspect.plugin import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Deconvnet,
     Field,
     Frame,
     IntrospectError,
     Shown,
     attach,
+    check_channels,
     cut_windows,
+    display_name,
     eval_mode,
     last_conv_layer,
     layer_field,
     meta_of,
+    model_device,
     notebook_progress,
     readable_errors,
     resolve_layer,
@@ -40,7 +45,7 @@ from introspect.plugin import (
     strongest,
 )
 from introspect_deconv.distributed import Group, check_ranks, gather_top_k, group_of
-from introspect_deconv.project import display_name, receptive_boxes
+from introspect_deconv.project import receptive_boxes
 
 Progress = Callable[[str, int, int], None]
 
@@ -137,8 +142,8 @@ class TopK(Shown):
     images_seen: int
     image_names: dict[int, str] | None = None
     method: str | None = None
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
     activation_rules: dict = dc_field(default_factory=dict)
 
     def frame_box(self, j: int, r: int) -> list[int]:
@@ -300,19 +305,8 @@ def _length(dataset, limit: int | None) -> int:
 
 
 def _channel_list(channels, n_maps: int, name: str) -> torch.Tensor:
-    if channels is None:
-        return torch.arange(n_maps)
-    if isinstance(channels, int):
-        channels = [channels]
-    chosen = sorted(set(int(c) for c in channels))
-    if not chosen:
-        raise IntrospectError("channels is empty; pass None for every map or at least one channel")
-    bad = [c for c in chosen if not 0 <= c < n_maps]
-    if bad:
-        raise IntrospectError(
-            f"channel {bad[0]} does not exist in layer {name!r}, which has {n_maps} feature maps; use 0..{n_maps - 1}"
-        )
-    return torch.tensor(chosen, dtype=torch.int64)
+    chosen = check_channels(channels, n_maps, name, "every map")
+    return torch.arange(n_maps) if chosen is None else torch.tensor(sorted(set(chosen)), dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,8 +340,7 @@ def mine(model: nn.Module, dataset, layer, k: int = 9, *, channels=None, batch_s
         raise IntrospectError("the data set is empty; add images")
     indices = None if shard is None else shard_indices(total, batch_size, *shard)
     todo = total if indices is None else len(indices)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     running, seen, shape = None, 0, None
     with eval_mode(model), torch.no_grad(), attach(model, [name]) as rec:
         batches = _batches(dataset, batch_size, workers, limit, indices) if todo else iter([_item(dataset, 0)[None]])
@@ -482,8 +475,7 @@ def _project_winners(model, dataset, result: TopK, frame: Frame, shape, batch_si
         patch_rows = result.patches.view(m * k, c_in, *frame.size)
     flat = result.image_index.view(-1).tolist()
     winners = sorted(set(flat) - {-1})
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     done, first, group_size = 0, 0, batch_size
     while first < len(winners):
         group = winners[first:first + group_size]

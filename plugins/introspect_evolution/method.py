@@ -19,11 +19,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from introspect.plugin import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Field,
     IntrospectError,
     Progress,
     Shown,
-    alias_of,
+    display_name,
     last_conv_layer,
     meta_of,
     notebook_progress,
@@ -137,8 +139,8 @@ class EvolutionResult(Shown):
     layers: list[LayerEvolution]
     images_seen: int
     image_names: dict[int, str] | None = None
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
 
     def __getitem__(self, name: str) -> LayerEvolution:
         for entry in self.layers:
@@ -445,7 +447,7 @@ def _stack(model: nn.Module, name: str, channels: list[int], selection: str, top
         return torch.stack([getattr(top, attribute)[rows, 0] for top in tops], dim=1)
 
     return LayerEvolution(
-        layer=name, name=alias_of(model, name) or name, channels=torch.tensor(channels, dtype=torch.int64),
+        layer=name, name=display_name(model, name), channels=torch.tensor(channels, dtype=torch.int64),
         selection=selection, activation=column("activation").float(), image_index=column("image_index"),
         position=column("position"), boxes=column("boxes"), origins=column("origins"),
         projections=column("projections").float(), field=tops[0].field,

@@ -22,7 +22,9 @@ from introspect.plugin import (
     alias_of,
     attach,
     eval_mode,
+    model_device,
     notebook_progress,
+    readable_errors,
     report_progress,
     resolve_layer,
     short_list,
@@ -229,17 +231,12 @@ def max_activation(model: nn.Module, layer: str, dataset, batch_size: int = 64,
     total = _count(dataset)
     if total == 0:
         raise IntrospectError("the data set is empty; add images or leave the data out")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     best, seen = None, 0
     with eval_mode(model), torch.no_grad(), attach(model, [layer]) as rec:
         for x in _image_batches(dataset, batch_size):
-            try:
+            with readable_errors(x):
                 rec.forward(x.to(device), stop=True)
-            except (RuntimeError, ValueError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise IntrospectError(f"the model cannot run on images of shape {tuple(x.shape)}: {first}; "
-                                      "check the image size and channels the model expects") from None
             act = rec.activations[layer]
             peak = act.transpose(0, 1).reshape(act.shape[1], -1).amax(1).float().cpu()
             best = peak if best is None else torch.maximum(best, peak)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from introspect.plugin import IntrospectError, alias_of, aliases, attach, eval_mode, resolve_layer
+from introspect.plugin import IntrospectError, alias_of, aliases, attach, eval_mode, model_device, resolve_layer
 from introspect_generalization.sampling import is_pair
 
 #: The paper's layers 1..7 (Table 7 rows), by their aliases on the bundled ZFNet/AlexNet models.
@@ -117,8 +117,7 @@ def extract(model: nn.Module, data, index: torch.Tensor, specs: list[LayerSpec],
             progress: Callable[[int], None] | None = None) -> list[torch.Tensor]:
     """The features of images ``index`` of ``data`` at every layer of ``specs`` (filled in: shape,
     pool, dim), as ``len(index) x dim`` float32 CPU tensors, in the order of ``specs``."""
-    params = next(iter(model.parameters()), None)
-    device = params.device if params is not None else torch.device("cpu")
+    device = model_device(model)
     names = [s.name for s in specs if s.name != PIXELS]
     out: list[list[torch.Tensor]] = [[] for _ in specs]
     with eval_mode(model), torch.no_grad(), contextlib.ExitStack() as stack:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from introspect.plugin import IntrospectError, Progress, Shown, notebook_progress, shape_text, short_list
+from introspect.plugin import IntrospectError, Progress, Shown, model_device, notebook_progress, shape_text, short_list
 from introspect_generalization.features import MAX_DIM, extract, resolve_layers, standardize
 from introspect_generalization.probes import check_classifiers, fit, row_space
 from introspect_generalization.sampling import Split, check_per_class, class_index, dataset_labels, per_class_splits
@@ -279,8 +279,7 @@ def feature_generalization(
 
     shape = (repeats, len(specs), len(kinds), len(sizes))
     acc, cls_acc, iters = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape, dtype=torch.long)
-    params = next(iter(model.parameters()), None)
-    device = params.device if params is not None else torch.device("cpu")
+    device = model_device(model)
     report = _stage(progress, "classifiers", acc.numel())
     for r, split in enumerate(splits):
         for l in range(len(specs)):

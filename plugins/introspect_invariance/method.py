@@ -23,6 +23,8 @@ from torch import nn
 
 from introspect.plugin import (
     FILLS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     IntrospectError,
     ModelMeta,
     Progress,
@@ -39,6 +41,7 @@ from introspect.plugin import (
     resolve_target,
     shape_text,
     short_list,
+    to_model,
 )
 from introspect_invariance.transforms import (
     IDENTITY,
@@ -98,8 +101,8 @@ class InvarianceResult(Shown):
     aliases: list[str | None] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     classes: list[str] | None = None
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     stats: dict = field(default_factory=dict)
 
     def class_name(self, index: int) -> str:
@@ -421,9 +424,7 @@ def invariance(model: nn.Module, images: torch.Tensor, *, transform: str = "tran
         layer_names = list(dict.fromkeys(resolve_layer(model, layer)[0] for layer in given))
     if names is not None and len(names) != x.shape[0]:
         raise IntrospectError(f"got {len(names)} names for {x.shape[0]} images; give one name per image")
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
+    x = to_model(x, model)
 
     start = time.perf_counter()
     with eval_mode(model):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from introspect.plugin import FILLS, IntrospectError, closest, fill_image
+from introspect.plugin import FILLS, IMAGENET_MEAN, IMAGENET_STD, IntrospectError, closest, fill_image
 
 #: Transformation name -> the parameter value that leaves the image unchanged.
 IDENTITY = {"translate": 0.0, "scale": 1.0, "rotate": 0.0}
@@ -120,8 +120,8 @@ def _theta(transform: str, values: Sequence[float], hw: tuple[int, int]) -> torc
 
 
 def transform_images(x: torch.Tensor, transform: str, values: Sequence[float], fill: str = "mean",
-                     mean: Sequence[float] = (0.485, 0.456, 0.406),
-                     std: Sequence[float] = (0.229, 0.224, 0.225)) -> torch.Tensor:
+                     mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """Transformed copies of images: ``out[i]`` is ``x[i]`` transformed by ``values[i]``.
 
     Args:

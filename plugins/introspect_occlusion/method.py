@@ -17,6 +17,8 @@ from torch import nn
 
 from introspect.plugin import (
     FILLS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     IntrospectError,
     Progress,
     Shown,
@@ -35,6 +37,7 @@ from introspect.plugin import (
     project_map,
     resolve_layer,
     shape_text,
+    to_model,
 )
 from introspect.plugin import resolve_targets as _resolve_targets
 
@@ -101,8 +104,8 @@ class OcclusionResult(Shown):
     rectified: bool = True
     aliases: list[str | None] = field(default_factory=list)
     classes: list[str] | None = None
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     mode: str = "incremental"
     fallback: str | None = None
     tau: float | None = None
@@ -486,9 +489,7 @@ def _check_arguments(model, image, size, stride, fill, batch_size, approximate, 
         raise IntrospectError(f"batch_size must be a positive integer, got {batch_size!r}; e.g. 64")
     if approximate is not None and not 0 < float(approximate) <= 1:
         raise IntrospectError(f"approximate (tau) must be in (0, 1], got {approximate}; e.g. 0.5")
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
+    x = to_model(x, model)
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     d_size, d_stride = default_geometry(hw)
     size = _pair(d_size if size is None else size, "size")

@@ -12,7 +12,16 @@ import torch
 from torch import nn
 
 from introspect import layer_table
-from introspect.plugin import IntrospectError, Progress, Shown, alias_of, jsonable, meta_of, resolve_layer, short_list
+from introspect.plugin import (
+    IntrospectError,
+    Progress,
+    Shown,
+    display_name,
+    jsonable,
+    meta_of,
+    resolve_layer,
+    short_list,
+)
 from introspect_report import compute, site
 from introspect_report.data import Data, default_layers, open_data, stem
 from introspect_report.store import FORMAT, GENERATOR, MANIFEST, SiteFolder, fingerprint
@@ -176,7 +185,7 @@ def _layers(model: nn.Module, layers) -> list[tuple[str, str]]:
         name, _ = resolve_layer(model, layer)
         if any(name == n for n, _ in found):
             continue
-        s = stem(alias_of(model, name) or name)
+        s = stem(display_name(model, name))
         while s in stems:
             s += "_"
         stems.add(s)
