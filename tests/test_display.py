@@ -31,7 +31,7 @@ def calls(model, data, images, tmp=None):
     """One small call of every bundled method on the bundled model, by method name."""
     labels = torch.arange(len(images)) % 2
     return {
-        "attribute": lambda: introspect.attribute(model, images[:2], "integrated_gradients", n_steps=8),
+        "attribute": lambda: introspect.attribute(model, images[:2], method="integrated_gradients", n_steps=8),
         "report": lambda: introspect.report(model, data, out=tmp / "site", layers="conv5", k=2, images=1, limit=4),
         "project": lambda: introspect.project(model, images[:2], layer="conv5"),
         "top_k": lambda: introspect.top_k(model, data, layer="conv5", k=4, channels=range(6)),
