@@ -35,7 +35,7 @@ def test_default_layer_runs_and_every_method_leaves_the_model_unchanged(name, on
     model.train()  # every flag must come back as the caller left it, not as eval
     before = snapshot(model)
 
-    result = project(model, x[:1], top_maps=1)
+    result = project(model, x[:1], maps=1)
     assert resolve_layer(model, result.name)[0] == default and torch.isfinite(result.projections).all()
     assert changes(before, model, values=False) == [], "project"
 
@@ -50,6 +50,6 @@ def test_default_layer_runs_and_every_method_leaves_the_model_unchanged(name, on
         assert changes(before, model, values=False) == [], f"occlusion incremental={incremental}"
 
     box = [side // 4, side // 4, side // 2, side // 2]
-    table = correspondence(model, x, {"part": box}, [default], random_trials=0)
+    table = correspondence(model, x, parts={"part": box}, layers=[default], random_trials=0)
     assert table.to_dict()
     assert changes(before, model) == [], "correspondence"
