@@ -9,10 +9,26 @@ The public API::
         model(image)
     result = introspect.project(model, image, layer="conv5")  # a method from a plugin
 
-Analysis methods come from plugins (``introspect.methods()``) and are reachable as attributes:
-``introspect.project``, ``introspect.top_k``, ``introspect.occlusion``, ``introspect.correspondence``.
+Analysis methods come from plugins (``introspect.methods()`` lists them) and are reachable as
+attributes; every one takes the model first, the inputs second and keyword-only options. Bundled:
+
+* ``project``, ``top_k``: deconvnet projections and top-k mining (Sec. 2.1, Figs. 1-2);
+* ``feature_evolution``: features through training (Fig. 4);
+* ``invariance``: translation, scale and rotation (Fig. 5);
+* ``first_layer_filters``: filters, dead filters and aliasing (Fig. 6);
+* ``occlusion``: occlusion sensitivity (Fig. 7);
+* ``correspondence``: correspondence of object parts (Table 1);
+* ``feature_generalization``: linear probes on each layer's features (Tables 4-7);
+* ``attribute``: captum's attribution methods as results;
+* ``report``: a browsable site of every layer, map and image;
+* ``train``: the paper's training recipe.
+
+They are declared below for type checkers and IDEs; third-party methods are reached by dispatch. A
+plugin method may not take a name of the core (``introspect plugins`` reports the clash).
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -38,11 +54,33 @@ def get_plugin_manager():
 
 def load_image(path, model=None):
     """Read an image file as a ``1 x C x H x W`` tensor preprocessed for ``model`` (ImageNet default)."""
-    from introspect.images import Preprocess
-    from introspect.images import load_image as _load
+    from introspect.images import Preprocess, preprocess_image
 
     pre = Preprocess.from_meta(meta_of(model)) if model is not None else None
-    return _load(path, pre) if pre is not None else _load(path)
+    return preprocess_image(path, pre) if pre is not None else preprocess_image(path)
+
+
+if TYPE_CHECKING:  # the bundled methods, for type checkers and IDEs (at run time: __getattr__)
+    from introspect.training.run import train as train
+    from introspect_attribute.method import attribute as attribute
+    from introspect_correspondence.method import correspondence as correspondence
+    from introspect_deconv.project import project as project
+    from introspect_deconv.top import top_k as top_k
+    from introspect_evolution.method import feature_evolution as feature_evolution
+    from introspect_filters.method import first_layer_filters as first_layer_filters
+    from introspect_generalization.method import feature_generalization as feature_generalization
+    from introspect_invariance.method import invariance as invariance
+    from introspect_occlusion.method import occlusion as occlusion
+    from introspect_report.method import report as report
+
+
+def __dir__() -> list[str]:
+    """The module's names and every registered method (plugins are loaded to list them)."""
+    try:
+        found = set(methods())
+    except IntrospectError:
+        found = set()
+    return sorted(set(globals()) | found)
 
 
 def __getattr__(name: str):

@@ -21,8 +21,9 @@ def register_methods(register):
     """Contribute analysis methods to the Python API.
 
     :param register: ``register(name, func, description="")``; call it once per method. ``func`` is
-        a plain function taking a model first and returning a result object; it becomes
-        ``introspect.methods()[name]`` and ``introspect.<name>``.
+        a plain function ``func(model, images_or_dataset, *, ...)`` (options keyword-only) returning
+        a result with ``to_dict()`` and ``save(out)``; it becomes ``introspect.methods()[name]`` and
+        ``introspect.<name>``. A name of the core (``load_model``, ``images``, ...) is refused.
     :return: nothing; plugins call ``register`` instead of returning lists.
     """
 
@@ -32,7 +33,7 @@ def register_commands(cli):
     """Contribute CLI commands.
 
     :param cli: the ``click.Group`` of ``introspect``; add commands with ``cli.add_command(cmd)``.
-        Use ``introspect.cli.model_options`` / ``analysis_options`` for the shared options.
+        Use ``model_options`` / ``output_options`` from :mod:`introspect.plugin` for the shared options.
     :return: nothing.
     """
 

@@ -486,8 +486,9 @@ class Preprocess:
 IMAGENET = Preprocess((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD)
 
 
-def load_image(path: str | os.PathLike, preprocess: Preprocess = IMAGENET) -> torch.Tensor:
-    """Read and preprocess one image as a batch of one.
+def preprocess_image(path: str | os.PathLike, preprocess: Preprocess = IMAGENET) -> torch.Tensor:
+    """Read and preprocess one image as a batch of one (``introspect.load_image(path, model)`` is
+    this with the model's preprocessing).
 
     Args:
         path (str | os.PathLike): the image file.
@@ -500,7 +501,7 @@ def load_image(path: str | os.PathLike, preprocess: Preprocess = IMAGENET) -> to
         IntrospectError: the file cannot be read (see :func:`read_image`).
 
     Example:
-        >>> load_image("cat.jpg").shape
+        >>> preprocess_image("cat.jpg").shape
         torch.Size([1, 3, 224, 224])
     """
     return preprocess(read_image(path)).unsqueeze(0)
@@ -639,6 +640,6 @@ class ImageFolderDataset(Dataset):
 
 __all__ = [
     "MAX_PIXELS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "GRAY_MEAN", "GRAY_STD", "Box", "to_rgb",
-    "read_image", "Geometry", "Preprocess", "IMAGENET", "load_image", "load_images", "find_images",
+    "read_image", "Geometry", "Preprocess", "IMAGENET", "preprocess_image", "load_images", "find_images",
     "ImageFolderDataset"
 ]

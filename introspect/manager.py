@@ -127,6 +127,9 @@ class IntrospectPluginManager(pluggy.PluginManager):
                         raise TypeError(f"method {name!r} is not callable")
                     if name in methods:
                         raise ValueError(f"method {name!r} is already registered by {methods[name].plugin!r}")
+                    if name in core_names():
+                        raise ValueError(f"method {name!r} clashes with introspect.{name} of the core; "
+                                         "rename the method")
                     methods[name] = Method(
                         name, func, description or (func.__doc__ or "").strip().split("\n")[0], plugin
                     )
@@ -215,6 +218,16 @@ def methods() -> dict[str, Method]:
     return get_plugin_manager().methods()
 
 
+def core_names() -> set[str]:
+    """Names a method may not take: the public API of ``introspect`` and its submodules
+    (``introspect.<name>`` would be shadowed by them)."""
+    import pkgutil
+
+    import introspect
+
+    return set(introspect.__all__) | {m.name for m in pkgutil.iter_modules(introspect.__path__)}
+
+
 def require_method(name: str, needed_by: str) -> Callable:
     """The function of registered method ``name``; a one-line :class:`IntrospectError` naming
     ``needed_by`` when no plugin registers it (the way a plugin declares it uses another's method)."""
@@ -226,4 +239,4 @@ def require_method(name: str, needed_by: str) -> Callable:
 
 
 __all__ = ["GROUP", "DISABLE_ENV", "PluginInfo", "Method", "IntrospectPluginManager", "get_plugin_manager",
-           "methods", "require_method"]
+           "methods", "require_method", "core_names"]

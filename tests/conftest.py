@@ -41,12 +41,6 @@ def make_model():
     return build
 
 
-@pytest.fixture(autouse=True)
-def _no_third_party_leak(monkeypatch):
-    """Tests see a fresh plugin manager when they change the environment."""
-    yield
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A small ZFNet-shaped introspect checkpoint (64x64 RGB input, 3 named classes)."""

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from introspect.cli import build_cli
-from introspect.images import Preprocess, load_image
+from introspect.images import Preprocess, preprocess_image
 from introspect.models import load_model, save_checkpoint, zfnet
 from introspect.output import MANIFEST
 
@@ -59,7 +59,7 @@ def test_deconv_writes_grid_arrays_json_and_input(files, tmp_path):
     projections = np.load(out / "conv5.npy")
     assert projections.dtype == np.float32 and projections.shape == (9, 3, 96, 96)
     model = load_model(files["model"])
-    x = load_image(files["images"][0], Preprocess.from_meta(model.introspect_meta))
+    x = preprocess_image(files["images"][0], Preprocess.from_meta(model.introspect_meta))
     np.testing.assert_array_equal(np.load(out / "input.npy"), x.numpy())
     doc = json.loads((out / "result.json").read_text())
     layer = doc["layers"][0]

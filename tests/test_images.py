@@ -12,7 +12,15 @@ from torchvision import transforms
 
 from introspect import images
 from introspect.errors import IntrospectError
-from introspect.images import IMAGENET, ImageFolderDataset, Preprocess, find_images, load_image, load_images, read_image
+from introspect.images import (
+    IMAGENET,
+    ImageFolderDataset,
+    Preprocess,
+    find_images,
+    load_images,
+    preprocess_image,
+    read_image,
+)
 
 
 def _one_line_error(excinfo, *words):
@@ -289,7 +297,7 @@ def test_from_meta_and_validation():
 
 
 def test_load_image_and_images(chelsea_png, tmp_path):
-    one = load_image(chelsea_png)
+    one = preprocess_image(chelsea_png)
     assert one.shape == (1, 3, 224, 224)
     Image.new("L", (50, 80), 128).save(tmp_path / "gray.png")
     both = load_images([chelsea_png, tmp_path / "gray.png"], Preprocess((3, 32, 32)))

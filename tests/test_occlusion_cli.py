@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from introspect.cli import build_cli
-from introspect.images import Preprocess, load_image
+from introspect.images import Preprocess, preprocess_image
 from introspect.models import load_model
 from introspect.occluders import fill_image, occlude
 
@@ -41,7 +41,7 @@ def test_writes_panels_arrays_and_json(tiny_checkpoint, photo, tmp_path):
     assert not {"probs.npy", "activations.npy"} & set(summary["files"])
     # the arrays are the probabilities of occluded copies of the exact input the command used
     model = load_model(tiny_checkpoint)
-    x = load_image(photo, Preprocess.from_meta(model.introspect_meta))
+    x = preprocess_image(photo, Preprocess.from_meta(model.introspect_meta))
     np.testing.assert_array_equal(np.load(out / "input.npy"), x.numpy())
     prob = np.load(out / "prob.npy")[0]  # the first target, dog (class 1)
     assert np.load(out / "prob.npy").shape == (2, 7, 7)

@@ -216,13 +216,13 @@ def test_batch_transform_crops_and_flips_like_a_loop():
 
 def test_batch_transform_resize_matches_the_commands_preprocessing(tmp_path):
     """Training upsamples 28x28 tensors; the commands upsample the PNG with PIL: the same input."""
-    from introspect.images import Preprocess, load_image
+    from introspect.images import Preprocess, preprocess_image
 
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (28, 28), dtype=np.uint8)
     Image.fromarray(a, "L").save(tmp_path / "x.png")
     mean, std = (0.286,) * 3, (0.353,) * 3
-    pil = load_image(tmp_path / "x.png", Preprocess((3, 64, 64), mean, std))[0]
+    pil = preprocess_image(tmp_path / "x.png", Preprocess((3, 64, 64), mean, std))[0]
     ours = BatchTransform((3, 64, 64), mean, std)(torch.from_numpy(a)[None, None])[0]
     assert float((pil - ours).abs().max()) * 0.353 <= 1.01 / 255  # within PIL's rounding to 8 bits
 

@@ -155,7 +155,7 @@ def attach(model: nn.Module, layers: Sequence[str | nn.Module] | str, *, detach:
 def snapshot(model: nn.Module) -> dict:
     """A fingerprint of everything ``attach``/rules could change: hooks, flags, parameters.
 
-    Used by tests and by :func:`check_unchanged` to prove the model was left as found.
+    Used with :func:`same_snapshot` (by the tests) to prove the model was left as found.
     """
     state = {}
     for name, module in model.named_modules():

@@ -78,7 +78,8 @@ def alias_of(model: nn.Module, name: str) -> str | None:
     return None
 
 
-def check_channels(channels, n_maps: int, layer: str, none_means: str = "the default maps") -> list[int] | None:
+def check_channels(channels: int | Sequence[int] | None, n_maps: int, layer: str,
+                   none_means: str = "the default maps") -> list[int] | None:
     """``channels`` (None, an int or a sequence of ints) as a list of feature maps of ``layer``,
     which has ``n_maps``; None stays None (``none_means`` says what it means, for the error of an
     empty list). A map that does not exist is a one-line :class:`IntrospectError`."""
