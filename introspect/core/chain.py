@@ -38,15 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from introspect.core.ops import pair as _pair
+from introspect.core.ops import pool_stride
 from introspect.core.rules import ACTIVATIONS, MODULE_TYPES, Rule, activation_type, signal_slope
 
 _KINDS = {nn.Conv2d: "conv", nn.MaxPool2d: "pool", nn.BatchNorm2d: "bn",
           nn.LocalResponseNorm: "pass", nn.Dropout: "pass", nn.Identity: "pass"}
 _KINDS.update({cls: "relu" for cls in MODULE_TYPES})
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v[0]), int(v[-1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 @dataclass
@@ -406,7 +404,7 @@ def _supported(module: nn.Module) -> bool:
 
 def _switches(inp: torch.Tensor, pool: nn.MaxPool2d) -> tuple[torch.Tensor, torch.Tensor]:
     kernel, dilation = _pair(pool.kernel_size), _pair(pool.dilation)
-    stride = _pair(pool.stride if pool.stride not in (None, ()) else pool.kernel_size)
+    stride = pool_stride(pool.stride, pool.kernel_size)
     padding = _pair(pool.padding)
     _, index = F.max_pool2d(inp, kernel, stride, padding, dilation, ceil_mode=pool.ceil_mode,
                             return_indices=True)
@@ -424,7 +422,7 @@ def _make_step(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tenso
         step.padding, step.dilation = _pair(module.padding), _pair(module.dilation)
     elif kind == "pool":
         step.kernel, step.dilation = _pair(module.kernel_size), _pair(module.dilation)
-        step.stride = _pair(module.stride if module.stride not in (None, ()) else module.kernel_size)
+        step.stride = pool_stride(module.stride, module.kernel_size)
         step.padding = _pair(module.padding)
         step.switch_yx = _switches(inp, module)
     elif kind == "relu":

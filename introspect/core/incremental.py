@@ -50,6 +50,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from introspect.core.ops import call_arg as _arg
+from introspect.core.ops import conv_padding, pool_stride
+from introspect.core.ops import pair as _pair
+
 # --------------------------------------------------------------------------------------------------
 # operation tables
 # --------------------------------------------------------------------------------------------------
@@ -83,18 +87,6 @@ _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itru
 _INPLACE_POSITION = {F.relu: 1, F.relu6: 1, F.selu: 1, F.hardswish: 1, F.hardsigmoid: 1, F.silu: 1,
                      F.mish: 1, F.leaky_relu: 2, F.elu: 2, F.celu: 2, F.hardtanh: 3, F.dropout: 3}
 _SHAPE_METHODS = {"size", "dim", "ndimension"}
-
-
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1]))
-    return (int(v), int(v))
-
-
-def _arg(args, kwargs, index, name, default):
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -885,19 +877,13 @@ def _function_slide(target, args, kwargs, cache) -> Slide | None:
 
 
 def _conv_padding(padding, k, d):
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0)
-        total = [d[a] * (k[a] - 1) for a in range(2)]
-        if any(t % 2 for t in total):  # asymmetric "same" padding: let the full pass handle it
-            return None
-        return (total[0] // 2, total[1] // 2)
-    return _pair(padding)
+    before, after = conv_padding(padding, k, d)
+    return before if before == after else None  # asymmetric "same" padding: let the full pass handle it
 
 
 def _max_slide(kernel, stride, padding, dilation) -> Slide:
     k = _pair(kernel)
-    s = k if stride in (None, (), []) else _pair(stride)
+    s = pool_stride(stride, k)
     d = _pair(dilation)
     return Slide(tuple((k[a] - 1) * d[a] + 1 for a in range(2)), s, _pair(padding), -math.inf,
                  lambda p: F.max_pool2d(p, k, s, 0, d))
@@ -905,7 +891,7 @@ def _max_slide(kernel, stride, padding, dilation) -> Slide:
 
 def _avg_slide(kernel, stride, padding, count_include_pad, divisor_override) -> Slide | None:
     k = _pair(kernel)
-    s = k if stride in (None, (), []) else _pair(stride)
+    s = pool_stride(stride, k)
     pad = _pair(padding)
     if any(pad) and not count_include_pad:
         return None

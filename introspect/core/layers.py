@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from introspect.core.device import model_device, model_dtype
+from introspect.core.ops import call_arg as _arg
+from introspect.core.ops import conv_padding, pool_stride
+from introspect.core.ops import pair as _pair
 from introspect.errors import IntrospectError, closest
 
 Pair = tuple[int, int]
@@ -235,18 +237,6 @@ class Field:
         return Field(self.size, self.jump, self.lo, True)
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1])) if len(v) else (1, 1)
-    return (int(v), int(v))
-
-
-def _arg(args, kwargs, index, name, default):
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
-
-
 _SLIDING = {
     F.conv2d: ("conv",),
     F.max_pool2d: ("pool",),
@@ -305,16 +295,11 @@ class _FieldMode(TorchFunctionMode):
                 weight = _arg(args, kwargs, 1, "weight", None)
                 kernel = tuple(weight.shape[-2:])
                 stride = _pair(_arg(args, kwargs, 3, "stride", 1))
-                padding = _arg(args, kwargs, 4, "padding", 0)
                 dilation = _pair(_arg(args, kwargs, 5, "dilation", 1))
-                if isinstance(padding, str):
-                    padding = (0, 0) if padding == "valid" else tuple(
-                        (dilation[a] * (kernel[a] - 1)) // 2 for a in range(2))
-                padding = _pair(padding)
+                padding, _ = conv_padding(_arg(args, kwargs, 4, "padding", 0), kernel, dilation)
             else:
                 kernel = _pair(_arg(args, kwargs, 1, "kernel_size", 1))
-                stride_v = _arg(args, kwargs, 2, "stride", None)
-                stride = kernel if stride_v in (None, [], ()) else _pair(stride_v)
+                stride = pool_stride(_arg(args, kwargs, 2, "stride", None), kernel)
                 padding = _pair(_arg(args, kwargs, 3, "padding", 0))
                 dilation = (
                     _pair(_arg(args, kwargs, 4, "dilation", 1)) if "max" in getattr(func, "__name__", "") else (1, 1)
