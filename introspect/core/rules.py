@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import KW_ONLY, dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -125,6 +125,7 @@ class Rule:
 
     name: str
     relu: str
+    _: KW_ONLY  # the other fields by name only: Rule("mine", "guided", silu="gradient")
     relu6: str | None = None
     leaky_relu: str | None = None
     prelu: str | None = None
