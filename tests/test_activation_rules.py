@@ -312,6 +312,29 @@ class Swishy(nn.Module):
         return x * torch.sigmoid(x) + 0.1 * F.relu(x)
 
 
+class Affine(nn.Module):
+    """A learnable scale and shift (as hgnetv2's LearnableAffineBlock): not an activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.5))
+        self.bias = nn.Parameter(torch.tensor(-0.2))
+
+    def forward(self, x):
+        return self.scale * x + self.bias
+
+
+def test_affine_own_module_is_not_reported_as_an_activation():
+    x, seed = _inputs()
+    net = Net(nn.Sequential(Affine(), nn.ReLU())).eval()
+    seen: dict = {}
+    ours = _project(net, "deconvnet", x, seed, seen)
+    assert seen == {"ReLU": "deconvnet"}
+    affine, relu = Affine(), reference(CASES["relu"], "deconvnet")
+    ref = Net(lambda t: relu(affine(t))).eval()
+    torch.testing.assert_close(ours, _project(ref, "gradient", x, seed), rtol=1e-5, atol=1e-6)
+
+
 def test_own_activation_gets_its_gradient_by_name():
     x, seed = _inputs()
     net = Net(Swishy()).eval()

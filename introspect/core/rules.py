@@ -29,7 +29,7 @@ Hardsigmoid whose output multiplies a larger tensor, directly or after a reshape
 ``gate="fixed"``, a fixed per-channel scale computed on the way up, like a switch: the signal is
 scaled by it and nothing flows into the branch that computed it. A user's own activation module
 (a leaf module defined outside torch, with at most scalar parameters, that returns a new tensor of its
-input's shape)
+input's shape and is not affine on it)
 has no rule: it gets its gradient, and is reported by name. :func:`apply_rule` records which rule
 each activation type got (``seen=``), and :func:`choice_note` says in one line which of them are a
 choice rather than the paper's rule.
@@ -467,6 +467,7 @@ class _RuleMode(TorchFunctionMode):
         self._gates: dict[int, tuple] = {}
         self._gate_calls: dict[str, tuple[int, str]] = {}
         self._gate_uses: dict[str, int] = {}
+        self.affine: dict[int, bool] = {}  # own modules found affine (not activations), by id
 
     # -- recording ---------------------------------------------------------------------------------
     def note(self, name: str, value: str) -> None:
@@ -597,6 +598,30 @@ class _Whole:
         self.key = key
         self._inputs: list = []
 
+    @staticmethod
+    def _affine(mode: _RuleMode, module: nn.Module, x: torch.Tensor) -> bool:
+        """Whether ``module`` is affine on ``x`` (``f(2x) - f(0) == 2 (f(x) - f(0))``): a scale, a
+        shift or a linear transform is not an activation. Checked once per module and rule scope,
+        by two more forward calls; tensors without data (meta) are not checked."""
+        known = mode.affine.get(id(module))
+        if known is not None:
+            return known
+        result = False
+        if x.device.type != "meta" and x.is_floating_point():
+            mode.inside += 1
+            try:
+                with torch.no_grad():
+                    probe = x.detach()
+                    zero = module.forward(torch.zeros_like(probe))  # forward: no hooks run
+                    one, two = module.forward(probe.clone()) - zero, module.forward(2 * probe) - zero
+                    result = bool(torch.allclose(two, 2 * one, rtol=1e-4, atol=1e-5 * float(one.abs().max()) + 1e-12))
+            except (RuntimeError, ValueError, TypeError):  # cannot run on these probes: not known affine
+                result = False
+            finally:
+                mode.inside -= 1
+        mode.affine[id(module)] = result
+        return result
+
     def enter(self, module, args):
         mode = self._mode()
         if mode is None or mode.depth == 0:
@@ -618,7 +643,7 @@ class _Whole:
         if x is None or not isinstance(output, torch.Tensor):
             return None
         if self.key is None:
-            if output.shape == x.shape and output is not x and mode.inside == 0:
+            if output.shape == x.shape and output is not x and mode.inside == 0 and not self._affine(mode, module, x):
                 mode.note(type(module).__name__, "gradient (no rule)")
             return None
         if mode.inside > 0:
