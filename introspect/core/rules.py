@@ -173,7 +173,8 @@ class Rule:
         if unknown:
             raise IntrospectError(
                 f"unknown rule field {unknown[0]!r}; use one of {', '.join(ACTIVATIONS)}, lrn, batchnorm, gate")
-        return replace(self, **changes)
+        values: dict[str, Any] = dict(changes)
+        return replace(self, **values)
 
     def of(self, key: str) -> str:
         """The value for activation type ``key`` (a key of :data:`ACTIVATIONS`)."""
