@@ -1,4 +1,11 @@
-"""Shared fixtures: small real models built here (no downloads), seeded."""
+"""Shared fixtures and helpers: small real models built here (no downloads), seeded, and the command line
+run in-process.
+
+- :func:`small_zfnet` builds a seeded, small ZFNet (``small_zfnet(num_classes=4, lrn=False)``); tests
+  import it (``from conftest import small_zfnet``).
+- :func:`invoke` runs ``introspect ARGS...`` in-process and returns click's ``Result``; the ``cli``
+  fixture is the same function.
+"""
 from __future__ import annotations
 
 import os
@@ -26,6 +33,43 @@ def build(name: str) -> torch.nn.Module:
     return model.eval()
 
 
+#: The builder arguments of :func:`small_zfnet`: 64 x 64 inputs, conv5 8 x 3 x 3, fc7 16 units.
+SMALL_ZFNET = {"num_classes": 3, "widths": (8, 16, 16, 16, 8), "fc": 16, "pool5_size": 1}
+
+
+def small_zfnet(*, seed: int = 0, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                **overrides) -> torch.nn.Module:
+    """A ZFNet small enough for any test, with weights seeded by ``seed``, in eval mode: every call with
+    the same arguments builds the same network. ``overrides`` change builder arguments
+    (:data:`SMALL_ZFNET`); the arguments used are in ``model.build_kwargs``."""
+    from introspect.models import zfnet
+
+    kwargs = {**SMALL_ZFNET, **overrides}
+    torch.manual_seed(seed)
+    model = zfnet(**kwargs).eval()
+    if dtype is not None:
+        model = model.to(dtype)
+    if device is not None:
+        model = model.to(device)
+    model.build_kwargs = kwargs
+    return model
+
+
+def invoke(*args, **kwargs):
+    """``introspect ARGS...`` in-process (arguments turned into strings); click's ``Result``."""
+    from click.testing import CliRunner
+
+    from introspect.cli import build_cli
+
+    return CliRunner().invoke(build_cli(), [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The command line in-process: ``cli("deconv", model, image, "--out", out)`` (see :func:`invoke`)."""
+    return invoke
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for the test: on a shared CPU, thread barriers cost more than small
@@ -44,11 +88,10 @@ def make_model():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A small ZFNet-shaped introspect checkpoint (64x64 RGB input, 3 named classes)."""
-    from introspect.models import save_checkpoint, zfnet
+    from introspect.models import save_checkpoint
 
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 3, "widths": [8, 16, 16, 16, 8], "fc": 16, "pool5_size": 1}
-    model = zfnet(**kwargs).eval()
+    model = small_zfnet(widths=[8, 16, 16, 16, 8])
+    kwargs = model.build_kwargs
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, arch="zfnet", arch_kwargs=kwargs, classes=["cat", "dog", "bird"],
                     input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

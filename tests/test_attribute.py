@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 from captum import attr as ca
-from click.testing import CliRunner
 
+from conftest import invoke
 from introspect.errors import IntrospectError
 from introspect.models import ModelMeta, zfnet
 from introspect_attribute.method import attribute
@@ -181,9 +181,7 @@ def photo(tmp_path_factory):
 
 
 def run(*args):
-    from introspect.cli import build_cli
-
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
+    return invoke(*args)
 
 
 def test_cli_writes_maps_arrays_and_json(checkpoint, photo, tmp_path):

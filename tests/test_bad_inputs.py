@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from click.testing import CliRunner
 from PIL import Image
 
-from introspect.cli import build_cli
+from conftest import invoke
 
 
 def png_header_only(path: Path, width: int, height: int) -> None:
@@ -62,8 +61,7 @@ def files(tmp_path_factory, tiny_checkpoint, photo):
 
 
 def run(args):
-    result = CliRunner().invoke(build_cli(), [str(a) for a in args], catch_exceptions=True)
-    return result
+    return invoke(*args, catch_exceptions=True)
 
 
 def C(f, *rest):

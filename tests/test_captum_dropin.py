@@ -8,6 +8,7 @@ import torchvision
 from captum import attr as ca
 from captum.testing.helpers import basic_models as bm
 
+import conftest
 import introspect.captum as ic
 import introspect.core.sweep as sweep_mod
 
@@ -237,10 +238,7 @@ def test_occlusion_is_accepted_where_captum_accepts_an_attribution(images, one_t
 # the deconvnet family
 # --------------------------------------------------------------------------------------------------
 def small_zfnet(lrn=False):
-    from introspect.models import zfnet
-
-    torch.manual_seed(0)
-    return zfnet(num_classes=10, widths=(16, 32, 32, 32, 16), fc=32, pool5_size=1, lrn=lrn).eval().double()
+    return conftest.small_zfnet(num_classes=10, widths=(16, 32, 32, 32, 16), fc=32, lrn=lrn, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("neuron", [(3, 2, 1), (0, 0, 0), (15, -1, -1), (7, 1, 2)])

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+import conftest
 import introspect
 from introspect.core.attach import same_snapshot, snapshot
 from introspect.errors import IntrospectError
@@ -35,8 +36,7 @@ MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)  # gray (0.5) is not the mean: fil
 
 def tiny_zfnet(dtype=torch.float64):
     """A ZFNet-shaped model for 64 x 64 inputs (conv5: 8 x 3 x 3, fc7: 8 units), float64."""
-    torch.manual_seed(0)
-    model = introspect.zfnet(num_classes=3, widths=[4, 8, 8, 8, 8], fc=8, pool5_size=1).eval().to(dtype)
+    model = conftest.small_zfnet(widths=[4, 8, 8, 8, 8], fc=8, dtype=dtype)
     model.introspect_meta = introspect.ModelMeta(arch="zfnet", input_size=(3, 64, 64), mean=MEAN, std=STD)
     return model
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 import introspect
-from introspect.cli import build_cli
+from conftest import invoke
 from introspect.images import Preprocess, load_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +43,6 @@ def setup(tmp_path_factory):
     return root, ckpt, paths, parts_file
 
 
-def invoke(*args):
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
 
 
 def test_cli_end_to_end(setup):

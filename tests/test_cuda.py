@@ -16,8 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import conftest
 from introspect.core import attach
-from introspect.models import zfnet
 
 CUDA = pytest.param("cuda", marks=[pytest.mark.cuda,
                                    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
@@ -39,8 +39,7 @@ def _float32():
 
 def small_zfnet(device: str = "cpu") -> torch.nn.Module:
     """A ZFNet-shaped net (conv maps 5x5 at 96x96 input), seeded: every call builds the same weights."""
-    torch.manual_seed(0)
-    return zfnet(widths=(8, 12, 16, 16, 10), fc=16, pool5_size=2, num_classes=4).eval().to(device)
+    return conftest.small_zfnet(widths=(8, 12, 16, 16, 10), fc=16, pool5_size=2, num_classes=4, device=device)
 
 
 def images(n: int, seed: int = 3) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import invoke
 from introspect.cli import build_cli
 from introspect.images import Preprocess, preprocess_image
 from introspect.models import load_model, save_checkpoint, zfnet
@@ -42,8 +43,7 @@ def files(tmp_path_factory):
 
 
 def run(args):
-    runner = CliRunner()
-    return runner.invoke(build_cli(), [str(a) for a in args], catch_exceptions=False)
+    return invoke(*args, catch_exceptions=False)
 
 
 def test_deconv_writes_grid_arrays_json_and_input(files, tmp_path):

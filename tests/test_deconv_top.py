@@ -6,11 +6,11 @@ import pytest
 import torch
 import torchvision
 
+import conftest
 import introspect
 from introspect.core import attach
 from introspect.core.attach import same_snapshot, snapshot
 from introspect.errors import IntrospectError
-from introspect.models import zfnet
 from introspect_deconv import TopK, project, top_k
 from introspect_deconv.top import RunningTopK
 
@@ -18,8 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_zfnet():
-    torch.manual_seed(0)
-    return zfnet(widths=(16, 24, 32, 32, 12), fc=32, pool5_size=2, num_classes=5).eval()
+    return conftest.small_zfnet(widths=(16, 24, 32, 32, 12), fc=32, pool5_size=2, num_classes=5)
 
 
 def data_with_ties(n=13, size=64):

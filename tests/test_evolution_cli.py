@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from introspect.cli import build_cli, bundled_image_dir
+from conftest import invoke
+from introspect.cli import bundled_image_dir
 from introspect.images import ImageFolderDataset, Preprocess
 from introspect.models import load_model, save_checkpoint, zfnet
 from introspect.output import MANIFEST
@@ -21,8 +21,6 @@ KWARGS = {"num_classes": 3, "widths": [4, 6, 6, 6, 4], "fc": 8, "pool5_size": 1}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def invoke(*args):
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
 
 
 def checkpoint(path, seed, epoch, widths=None):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from PIL import Image
 
-from introspect.cli import build_cli, bundled_image_dir
+from conftest import invoke
+from introspect.cli import bundled_image_dir
 from introspect.images import Preprocess, find_images, load_images
 from introspect.models import load_model
 from introspect.output import MANIFEST
@@ -19,8 +19,6 @@ from introspect.output import MANIFEST
 FILES = {"filters.png", "spectrum.png", "filters.npy", "spectrum.npy", "report.csv", "result.json"}
 
 
-def invoke(*args):
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
 
 
 def test_help_lists_every_option():

@@ -6,14 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from introspect.cli import build_cli
-
-
-def invoke(*args):
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
+from conftest import invoke
 
 
 def write_folder(root, classes, per, offset=0):

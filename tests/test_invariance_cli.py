@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from introspect.cli import build_cli
+from conftest import invoke
 from introspect.images import Preprocess, load_images
 from introspect.models import load_model
 from introspect.output import MANIFEST
-
-
-def invoke(*args):
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

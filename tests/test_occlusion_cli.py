@@ -5,17 +5,12 @@ import json
 
 import numpy as np
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from introspect.cli import build_cli
+from conftest import invoke
 from introspect.images import Preprocess, preprocess_image
 from introspect.models import load_model
 from introspect.occluders import fill_image, occlude
-
-
-def invoke(*args):
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
 
 
 def test_help_lists_every_option():

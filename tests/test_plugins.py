@@ -16,6 +16,7 @@ import torchvision
 from PIL import Image
 
 import introspect
+from conftest import invoke
 from introspect import hookimpl
 from introspect.manager import get_plugin_manager
 
@@ -89,16 +90,28 @@ def test_disable_variable_skips_third_party(guided_site):
     ("from introspect import hookimpl\n@hookimpl\ndef register_commands(cli):\n    raise RuntimeError('boom')\n",
      "register_commands failed: RuntimeError: boom"),
 ])
-def test_broken_plugin_is_reported_and_skipped(tmp_path, source, expected):
+def test_broken_plugin_is_reported_and_skipped(tmp_path, monkeypatch, capsys, source, expected):
+    """In-process, with the distribution on ``sys.path`` as pip puts it and the plugin manager built
+    afresh for the test (the process's own manager is put back afterwards)."""
+    import introspect.manager as manager
+
     fake_distribution(tmp_path, "badplugin", source)
-    result = run_cli("plugins", "--json", pythonpath=tmp_path)
-    assert result.returncode == 0, result.stderr
-    rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert expected.lower() in rows["badplugin"]["error"].lower()
-    assert rows["deconv"]["error"] is None
-    warning = [line for line in result.stderr.splitlines() if "badplugin" in line]
-    assert len(warning) == 1 and "Traceback" not in result.stderr
-    assert run_cli("models", pythonpath=tmp_path).returncode == 0
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(manager, "_MANAGER", None)
+    monkeypatch.delitem(sys.modules, "badplugin", raising=False)
+    try:
+        result = invoke("plugins", "--json")
+        stderr = capsys.readouterr().err + result.stderr
+        assert result.exit_code == 0 and result.exception is None, result.output
+        rows = {r["name"]: r for r in json.loads(result.stdout)}
+        assert expected.lower() in rows["badplugin"]["error"].lower()
+        assert rows["deconv"]["error"] is None
+        warning = [line for line in stderr.splitlines() if "badplugin" in line]
+        assert len(warning) == 1 and "Traceback" not in stderr
+        models = invoke("models")
+        assert models.exit_code == 0 and models.exception is None and "zfnet" in models.stdout
+    finally:
+        sys.modules.pop("badplugin", None)
 
 
 def test_register_and_unregister_in_process():

@@ -5,13 +5,9 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from introspect.cli import build_cli, bundled_image_dir
-
-
-def invoke(*args):
-    return CliRunner().invoke(build_cli(), [str(a) for a in args])
+from conftest import invoke
+from introspect.cli import bundled_image_dir
 
 
 def one_line_error(result, *words):

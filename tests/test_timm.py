@@ -16,9 +16,7 @@ from PIL import Image
 
 from introspect.errors import IntrospectError
 from introspect.models import load_model, meta_of
-
 from zoo import changes, convs_that_run, snapshot
-
 
 SMALLEST = ["resnet18", "efficientnet_b0", "convnext_atto"]
 

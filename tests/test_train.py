@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
 import introspect
 import introspect.training.loop as loop_mod
-from introspect.cli import build_cli
+from conftest import invoke
 from introspect.errors import IntrospectError
 from introspect.models import load_model, meta_of
 from introspect.models.load import bundled_checkpoint
@@ -50,7 +49,7 @@ TINY = ["--widths", "4,8,8,8,4", "--fc", "8", "--input-size", "32", "--arch-arg"
 
 
 def run_cli(*args, ok=True):
-    result = CliRunner().invoke(build_cli(), [str(a) for a in args])
+    result = invoke(*args)
     if ok:
         assert result.exit_code == 0, result.output
     return result

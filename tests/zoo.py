@@ -128,8 +128,14 @@ def snapshot(model: nn.Module, copy: bool = True) -> dict:
         for name, t in items:
             if t is None:
                 continue
-            tensors[f"{kind}:{name}"] = (t, t.detach().clone() if copy else None, t.data_ptr(), t._version, t.requires_grad,
-                                         None if kind == "buffer" or t.grad is None else t.grad.clone())
+            tensors[f"{kind}:{name}"] = (
+                t,
+                t.detach().clone() if copy else None,
+                t.data_ptr(),
+                t._version,
+                t.requires_grad,
+                None if kind == "buffer" or t.grad is None else t.grad.clone(),
+            )
     modules = {}
     for name, m in model.named_modules(remove_duplicate=False):
         hooks = tuple(len(getattr(m, d, {}) or {}) for d in _HOOK_DICTS)

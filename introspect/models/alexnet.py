@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import AlexNet as TorchvisionAlexNet
 
 ALEXNET_ALIASES = {
     "conv1": "features.0", "relu1": "features.1", "norm1": "features.2", "pool1": "features.3",
@@ -90,12 +89,28 @@ def alexnet(**kwargs) -> AlexNet:
     return AlexNet(**kwargs)
 
 
-class TorchvisionAlexNetWithAliases(TorchvisionAlexNet):
-    """torchvision's ``AlexNet`` with the paper's layer names as aliases; same state dict keys."""
+def _torchvision_alexnet_class() -> type[nn.Module]:
+    """``TorchvisionAlexNetWithAliases``, made on first use so that importing introspect does not import
+    torchvision's model zoo."""
+    cls = globals().get("TorchvisionAlexNetWithAliases")
+    if cls is None:
+        from torchvision.models import AlexNet as TorchvisionAlexNet
 
-    layer_aliases = TORCHVISION_ALEXNET_ALIASES
+        cls = type("TorchvisionAlexNetWithAliases", (TorchvisionAlexNet,), {
+            "__doc__": "torchvision's ``AlexNet`` with the paper's layer names as aliases; same state dict keys.",
+            "__module__": __name__,
+            "layer_aliases": TORCHVISION_ALEXNET_ALIASES,
+        })
+        globals()["TorchvisionAlexNetWithAliases"] = cls
+    return cls
 
 
-def alexnet_torchvision(**kwargs) -> TorchvisionAlexNet:
+def __getattr__(name: str) -> type[nn.Module]:
+    if name == "TorchvisionAlexNetWithAliases":  # pickles of whole modules name the class
+        return _torchvision_alexnet_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def alexnet_torchvision(**kwargs) -> nn.Module:
     """torchvision's AlexNet layout (loads torchvision AlexNet state dicts)."""
-    return TorchvisionAlexNetWithAliases(**kwargs)
+    return _torchvision_alexnet_class()(**kwargs)
