@@ -122,7 +122,7 @@ def test_cli_usage_errors(setup, tmp_path):
     missing = invoke("correspondence", ckpt, *paths)
     assert missing.exit_code == 2 and "--parts" in missing.output
     yaml_file = tmp_path / "parts.yaml"
-    yaml_file.write_text("eye: [1, 1, 5, 5]\n")
+    yaml_file.write_text("eye: [30, 30, 50, 50]\n")  # inside every image's center crop
     try:
         import yaml  # noqa: F401
         has_yaml = True
