@@ -74,13 +74,17 @@ def test_every_href_and_src_resolves_to_a_file_of_the_site(site):
 def test_manifest_lists_every_page_and_file(site):
     root = site.out
     manifest = json.loads((root / "report.json").read_text())
-    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                     if p.is_file() and p.relative_to(root).as_posix() != ".introspect-manifest.json")
     assert sorted(manifest["files"]) == on_disk == sorted(site.files)
     assert sorted(manifest["pages"]) == sorted(p for p in on_disk if p.endswith(".html"))
     assert [m["name"] for m in manifest["layers"]] == LAYERS
     assert [m["index"] for m in manifest["images"]] == list(range(IMAGES))
     assert manifest["generator"] == "introspect report" and len(manifest["fingerprint"]) == 64
-    assert not list(root.parent.glob(".site.tmp-*"))
+    assert [p.name for p in root.parent.iterdir()] == ["site"]                   # no staging or lock left
+    assert sorted(json.loads((root / ".introspect-manifest.json").read_text())["files"]) == sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+        and p.relative_to(root).as_posix() != ".introspect-manifest.json")  # one introspect output folder
 
 
 def brute_force_top(model, layer: str, k: int):
@@ -212,7 +216,7 @@ def test_interrupted_build_leaves_the_previous_site_untouched(model, tmp_path):
         introspect.report(model, out=out, layers=["conv1", "conv3"], k=2, images=2, progress=stop)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".site.tmp")] == []
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]
 
 
 def test_default_layers(model):

@@ -20,7 +20,7 @@ def one_line_error(result, *words):
 
 
 def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+    return sorted(p.name for p in folder.iterdir() if "-stage-" in p.name or "-old-" in p.name or "lock" in p.name)
 
 
 def test_help_lists_every_option():
@@ -85,10 +85,26 @@ def test_out_holding_something_else_is_refused_unless_force(tmp_path):
     result = invoke("report", folder, "--out", out, "--layers", "conv1", "--k", "2", "--images", "1")
     one_line_error(result, "not an introspect report", "--force")
     assert [p.name for p in out.iterdir()] == ["thesis.tex"]
-    result = invoke("report", folder, "--out", out, "--layers", "conv1", "--k", "2", "--images", "1", "--force")
+    result = invoke("report", folder, "--out", out, "--layers", "conv1", "--k", "2", "--images", "1", "--force",
+                    "--json")
     assert result.exit_code == 0, result.output
     assert (out / "index.html").is_file() and not (out / "thesis.tex").exists()
+    aside = tmp_path / json.loads(result.stdout)["moved_aside"]
+    assert aside.parent == tmp_path and aside.name.startswith("mine.replaced-")
+    assert (aside / "thesis.tex").read_text() == "precious"          # moved aside, never deleted
     assert leftovers(tmp_path) == []
+
+
+def test_out_holding_another_commands_output_is_replaced_only_with_force(tmp_path):
+    folder = copy_images(tmp_path, 2)
+    out = tmp_path / "top"
+    assert invoke("filters", "--data", folder, "--out", out).exit_code == 0
+    result = invoke("report", folder, "--out", out, "--layers", "conv1", "--k", "2", "--images", "1")
+    one_line_error(result, "filters`", "not a report", "--force")
+    assert (out / "filters.png").is_file()
+    result = invoke("report", folder, "--out", out, "--layers", "conv1", "--k", "2", "--images", "1", "--force")
+    assert result.exit_code == 0, result.output
+    assert (out / "index.html").is_file() and not (out / "filters.png").exists()
 
 
 @pytest.mark.parametrize("layer, words", [("fc6", ["fc6", "not feature maps"]),

@@ -1,12 +1,22 @@
 """``introspect report [MODEL] [DATA_DIR] --out DIR``: the microscope site."""
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
 import click
 
-from introspect.plugin import PhaseBars, emit, model_options, note, open_model, output_options
+from introspect.plugin import (
+    PhaseBars,
+    emit,
+    model_and_inputs,
+    model_options,
+    model_settings,
+    note,
+    open_model,
+    output_options,
+)
 
 _LABELS = {"check": "checking images", "images": "image pages", "filters": "filters (Fig. 6)"}
 
@@ -23,6 +33,11 @@ def _label(phase: str) -> str:
 def _command_line(ctx: click.Context) -> str:
     """The command as typed, up to option order (every option that differs from its default)."""
     words = ["introspect", ctx.info_name or "report"]
+    settings = model_settings()
+    if settings.get("weights"):
+        words += ["--weights", str(settings["weights"])]
+    for key, value in settings.get("arch_args", {}).items():
+        words += ["--arch-arg", f"{key}={json.dumps(value)}"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         if isinstance(param, click.Argument):
@@ -54,7 +69,8 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use only the first N images of DATA_DIR (sorted order).")
 @click.option("--force", is_flag=True,
-              help="Recompute everything (reuse nothing of an earlier site) and replace an --out that is not a report.")
+              help="Recompute everything (reuse nothing of an earlier site) and replace an --out that is not a "
+                   "report (files introspect did not write are moved aside to OUT.replaced-TIME, never deleted).")
 @click.option("--skip-bad", is_flag=True,
               help="Leave out image files that cannot be read (listed on the index page) instead of stopping.")
 @model_options
@@ -78,6 +94,8 @@ def report_command(model, data_dir, layers, k, images, batch_size, workers, limi
 
     if model is not None and data_dir is None and model.is_dir():
         model, data_dir = None, model
+    model, rest = model_and_inputs(model, [data_dir])
+    data_dir = rest[0] if rest else None
     net = open_model(model, arch, device, trust_pickle)
     if data_dir is None:
         from introspect.plugin import bundled_image_dir
@@ -95,6 +113,8 @@ def report_command(model, data_dir, layers, k, images, batch_size, workers, limi
     doc = built.to_dict()
     lines = [f"{len(built.layers)} layers, {len(built.images)} image pages, {len(built.pages)} pages, "
              f"{len(built.files)} files in {built.seconds:.1f} s"]
+    if built.moved_aside:
+        lines.append(f"--force: the files that were in {out} were moved to {built.moved_aside}")
     if built.reused:
         lines.append(f"reused from the previous site: {len(built.reused)} units")
     if built.skipped:

@@ -39,6 +39,8 @@ class Report(Shown):
         skipped (list[str]): image files left out as unreadable (``skip_bad``).
         fingerprint (str): model weights, data file list and options.
         seconds (float): time to build.
+        moved_aside (Path | None): where ``force`` moved a folder of someone else's files that was in
+            the way (nothing is deleted).
     """
 
     out: Path
@@ -50,6 +52,7 @@ class Report(Shown):
     skipped: list[str] = field(default_factory=list)
     fingerprint: str = ""
     seconds: float = 0.0
+    moved_aside: Path | None = None
 
     @property
     def index(self) -> Path:
@@ -58,7 +61,8 @@ class Report(Shown):
     def to_dict(self) -> dict:
         return {"method": "report", "out": str(self.out), "index": str(self.index), "layers": self.layers,
                 "images": self.images, "pages": len(self.pages), "files": len(self.files), "reused": self.reused,
-                "skipped": self.skipped, "fingerprint": self.fingerprint, "seconds": self.seconds}
+                "skipped": self.skipped, "fingerprint": self.fingerprint, "seconds": self.seconds,
+                "moved_aside": str(self.moved_aside) if self.moved_aside else None}
 
     def _repr_lines(self) -> list[str]:
         return [f"Report: {len(self.pages)} pages, {len(self.files)} files in {self.index}",
@@ -95,7 +99,8 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
     The site is built in a staging folder and replaces ``out`` in one step when complete; an error or
     an interruption leaves the previous site as it was. Units of the previous site (a layer, an
     image, the filters) with the same fingerprint (weights, data file list, ``k``, preprocessing)
-    are reused; ``force`` recomputes everything (and replaces a folder that is not a report).
+    are reused; ``force`` recomputes everything, replaces another command's output and moves a
+    folder of other files aside (``<out>.replaced-<time>``; nothing is deleted).
 
     Args:
         model (nn.Module): a classifier taking ``N x C x H x W`` images.
@@ -109,7 +114,8 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
         images (int | None): how many images get a page (the first ones); default all.
         batch_size (int), workers (int): for the passes over the data.
         limit (int | None): use only the first ``limit`` images of the data set.
-        force (bool): recompute everything; replace an ``out`` that is not a report.
+        force (bool): recompute everything; replace an ``out`` that is not a report (files introspect
+            did not write are moved aside, never deleted).
         skip_bad (bool): leave out unreadable image files (listed in the report) instead of failing.
         progress (callable | None): ``progress(phase, done, total)``.
         command (str | None): the command line to show on the index page.
@@ -138,7 +144,7 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
                "skipped": data.skipped, "format": FORMAT}
     fp = fingerprint(model, data.names, data.files, options)
     shown = list(range(len(data) if images is None else min(images, len(data))))
-    with SiteFolder(out, force) as folder:
+    with SiteFolder(out, force, command) as folder:
         old = folder.previous if folder.previous and folder.previous.get("fingerprint") == fp else None
         build = _Build(folder, old, progress)
         layer_docs = [build.layer(model, data, name, s, k, batch_size, workers) for name, s in names]
@@ -154,7 +160,7 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
         manifest = _manifest(doc, build, pages, options)
         build.text(MANIFEST, _json(manifest))
     return Report(Path(out), [n for n, _ in names], shown, pages, sorted(build.files),
-                  build.reused, data.skipped, fp, time.perf_counter() - started)
+                  build.reused, data.skipped, fp, time.perf_counter() - started, folder.moved_aside)
 
 
 def _version() -> str:
@@ -198,7 +204,6 @@ class _Build:
 
     def __init__(self, folder: SiteFolder, old: dict | None, progress: Progress | None):
         self.folder, self.old, self.progress = folder, old, progress
-        self.root: Path = folder.staging
         self.files: set[str] = set()
         self.units: dict[str, list[str]] = {}
         self.reused: list[str] = []
@@ -206,8 +211,7 @@ class _Build:
 
     # -- writing -------------------------------------------------------------------------------
     def _path(self, rel: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.folder.path(rel)
         self.files.add(rel)
         if self._unit is not None:
             self._unit.append(rel)
@@ -229,10 +233,12 @@ class _Build:
 
     def save_dir(self, rel: str, writer) -> list[str]:
         """``writer(folder)`` (a result's ``save``) into ``rel``; returns the file names in it."""
-        target = self.root / rel
+        target = self.folder.folder(rel, "result.json")
         writer(target)
         names = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
         for name in names:
+            if name != "result.json":
+                self.folder.path(f"{rel}/{name}")  # claimed in the output folder (already written)
             self.files.add(f"{rel}/{name}")
             if self._unit is not None:
                 self._unit.append(f"{rel}/{name}")
@@ -249,7 +255,7 @@ class _Build:
         import json
 
         try:
-            doc = json.loads((self.root / main).read_text(encoding="utf-8"))
+            doc = json.loads((self.folder.out / main).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         self.files.update(files)

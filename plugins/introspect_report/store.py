@@ -1,33 +1,29 @@
-"""The site folder: built in a staging folder beside ``--out``, swapped in whole, locked.
+"""The site folder: one introspect output folder (:class:`introspect.plugin.OutputDir`), built in a
+staging folder, swapped in whole when complete, locked against a second run.
 
-A site is one output folder. It is written into a hidden staging folder in ``out``'s parent (the
-same file system, so the swap is a rename); when the build is complete the staging folder takes the
-place of ``out`` in one step (``renameat2(RENAME_EXCHANGE)`` where the kernel has it, two renames
-otherwise), and the previous site is removed. A build that fails or is interrupted leaves the
-previous site untouched. A lock file beside the folder keeps two builds into the same ``--out``
-apart. A folder that is not a report (no ``report.json`` written by ``introspect report``) is
-refused unless ``force``.
+On top of the output folder, a report keeps ``report.json``: the fingerprint of the model weights,
+the data file list and the options, and the files of each unit of work (a layer, an image, the
+filters). A rerun links the units of the previous site that have the same fingerprint into the new
+one instead of computing them again.
 
-Reruns: the manifest lists the files of each unit of work (a layer, an image, the filters) under a
-fingerprint of the model weights, the data file list and the options; a unit of the previous site
-with the same fingerprint is hard-linked into the new one instead of computed again.
+``--out`` rules: a missing or empty folder, or an earlier report, is fine. The output of another
+introspect command is replaced only with ``force``. A folder holding files introspect did not write
+is refused; with ``force`` it is moved aside whole (renamed ``<out>.replaced-<time>``, nothing
+deleted) and the report takes its place.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import tempfile
+import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from introspect.plugin import IntrospectError
+from introspect.plugin import IntrospectError, OutputDir, read_manifest
 
 MANIFEST = "report.json"
 GENERATOR = "introspect report"
@@ -53,136 +49,98 @@ def fingerprint(model: torch.nn.Module, names: list[str], files: list[Path] | No
     return h.hexdigest()
 
 
-def read_manifest(folder: Path) -> dict | None:
-    """The manifest of a site folder, or None when ``folder`` holds no report."""
+def read_report(folder: Path) -> dict | None:
+    """The ``report.json`` of a site folder, or None when ``folder`` holds no report."""
     try:
         doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) and doc.get("generator") == GENERATOR else None
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False if unsupported."""
+def _has_entries(folder: Path) -> bool:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
+        return any(folder.iterdir())
+    except OSError:
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 class SiteFolder:
-    """A context manager: the staging folder of a new site for ``out``.
+    """A context manager: the output folder of a new site for ``out``.
 
     Args:
         out (Path): the site folder (``--out``).
-        force (bool): replace a folder that is not a report, and reuse nothing of a previous site.
+        force (bool): reuse nothing of a previous site; replace another command's output; move a
+            folder of someone else's files aside.
 
     Attributes:
-        staging (Path): where to write the new site (inside the ``with`` block).
-        previous (dict | None): the manifest of the site now in ``out`` (None with ``force``).
+        previous (dict | None): the ``report.json`` of the site now in ``out`` (None with ``force``).
+        moved_aside (Path | None): where a foreign ``out`` was moved (``force``).
     """
 
-    def __init__(self, out: str | os.PathLike, force: bool = False):
+    def __init__(self, out: str | os.PathLike, force: bool = False, command: str | None = None):
         self.out = Path(out)
         self.force = force
-        self.staging: Path | None = None
         self.previous: dict | None = None
-        self._lock = None
+        self.moved_aside: Path | None = None
+        self._od = OutputDir(self.out, command=command or GENERATOR, options={"force": force})
+        self._paths: dict[str, Path] = {}
 
     def __enter__(self) -> SiteFolder:
         out = self.out
         if out.exists() and not out.is_dir():
             raise IntrospectError(f"--out {out} is a file, not a folder; choose a folder for the report")
-        manifest = read_manifest(out) if out.is_dir() else None
-        if out.is_dir() and manifest is None and any(out.iterdir()) and not self.force:
-            raise IntrospectError(f"--out {out} holds files that are not an introspect report; "
-                                  "choose a new or empty folder, or pass --force to replace it")
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self._take_lock()
-            self._remove_leftovers()
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        except OSError as error:
-            self._release()
-            raise IntrospectError(f"cannot write the report to {out}: {error.strerror or error}; "
-                                  "choose another --out") from None
-        self.previous = None if self.force else manifest
+        previous = read_report(out) if out.is_dir() else None
+        if out.is_dir() and previous is None and _has_entries(out):
+            other = read_manifest(out)
+            if other is None:
+                if not self.force:
+                    raise IntrospectError(f"--out {out} holds files that are not an introspect report; choose a "
+                                          "new or empty folder, or pass --force to move them aside")
+                self.moved_aside = self._move_aside()
+            elif not self.force:
+                raise IntrospectError(f"--out {out} holds the output of `{other.get('command') or 'introspect'}`, "
+                                      "not a report; choose another folder, or pass --force to replace it")
+        self._od.__enter__()
+        self.previous = None if self.force else previous
         return self
 
-    def _take_lock(self) -> None:
-        path = self.out.parent / f".{self.out.name}.lock"
-        handle = open(path, "a+")
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.out.with_name(f"{self.out.name}.replaced-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.out.with_name(f"{self.out.name}.replaced-{stamp}-{n}")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            other = handle.read().strip() or "another process"
-            handle.close()
-            raise IntrospectError(f"another introspect run (process {other}) is writing {self.out}; "
-                                  "wait for it or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock = handle
-
-    def _remove_leftovers(self) -> None:
-        """Staging folders of runs that were killed (we hold the lock, so none is in use)."""
-        for p in self.out.parent.glob(f".{self.out.name}.tmp-*"):
-            shutil.rmtree(p, ignore_errors=True)
-        for p in self.out.parent.glob(f".{self.out.name}.old-*"):
-            shutil.rmtree(p, ignore_errors=True)
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
-
-    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
-        staging, self.staging = self.staging, None
-        try:
-            if exc_type is None and staging is not None:
-                self._swap(staging)
-        finally:
-            if staging is not None and staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-            self._release()
-        return False
-
-    def _swap(self, staging: Path) -> None:
-        out = self.out
-        try:
-            os.chmod(staging, 0o777 & ~_umask())
-            if out.exists():
-                if _exchange(staging, out):  # staging now holds the old site
-                    shutil.rmtree(staging, ignore_errors=True)
-                    return
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-                os.rename(out, old / "site")
-                os.rename(staging, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(staging, out)
+            os.rename(self.out, target)
         except OSError as error:
-            raise IntrospectError(f"cannot write the report to {out}: {error.strerror or error}; "
+            raise IntrospectError(f"cannot move {self.out} aside: {error.strerror or error}; "
                                   "choose another --out") from None
+        return target
 
-    # -- reuse ---------------------------------------------------------------------------------
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return self._od.__exit__(exc_type, exc, tb)
+
+    # -- writing -------------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        """The staging path of site file ``rel`` (its parent folders made)."""
+        target = self._od.path(rel)
+        self._paths[rel] = target
+        return target
+
+    def folder(self, rel: str, first_file: str) -> Path:
+        """The staging path of folder ``rel``, for a writer that fills it (``result.save``)."""
+        return self.path(f"{rel}/{first_file}").parent
+
     def reuse(self, files: list[str]) -> bool:
-        """Link the previous site's ``files`` (relative paths) into the staging folder; False (and
-        nothing linked) unless every one of them exists."""
-        if self.staging is None or not files:
-            return False
+        """Link the previous site's ``files`` (relative paths) into the new one; False (and nothing
+        linked) unless every one of them exists."""
         sources = [self.out / f for f in files]
-        if not all(p.is_file() for p in sources):
+        if not files or not all(p.is_file() for p in sources):
             return False
         for rel, src in zip(files, sources):
-            dest = self.staging / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest = self.path(rel)
             try:
                 os.link(src, dest)
             except OSError as error:
@@ -192,10 +150,4 @@ class SiteFolder:
         return True
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-__all__ = ["FORMAT", "GENERATOR", "MANIFEST", "SiteFolder", "fingerprint", "read_manifest"]
+__all__ = ["SiteFolder", "fingerprint", "read_report", "MANIFEST", "GENERATOR", "FORMAT"]
