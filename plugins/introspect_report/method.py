@@ -66,7 +66,8 @@ class Report(Shown):
 
     def _repr_lines(self) -> list[str]:
         return [f"Report: {len(self.pages)} pages, {len(self.files)} files in {self.index}",
-                f"  layers {short_list(self.layers)}; {len(self.images)} image pages; "
+                f"  layers {short_list([p[7:-5] for p in self.pages if p.startswith('layers/')])}; "
+                f"{len(self.images)} image pages; "
                 f"{len(self.reused)} units reused, {len(self.skipped)} images skipped; {self.seconds:.1f} s"]
 
     def _figures(self) -> dict:
