@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from introspect.core.display import Shown
 from introspect.core.results import Progress
 from introspect.errors import IntrospectError
 from introspect.training.data import BatchTransform, _batches
@@ -28,8 +29,8 @@ from introspect.training.recipe import LRSchedule, TrainConfig, renormalize_filt
 # --------------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class TrainResult:
+@dataclass(repr=False)
+class TrainResult(Shown):
     """What a training run produced.
 
     Attributes:
@@ -51,6 +52,16 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+
+    def _repr_lines(self) -> list[str]:
+        last = self.last
+        scores = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_acc", "val_acc", "test_acc") if k in last)
+        return [f"TrainResult: {self.arch} on {len(self.classes)} classes, {'x'.join(map(str, self.input_size))} "
+                f"inputs, {len(self.history)} epochs in {self.seconds:.1f} s",
+                f"  last epoch: {scores or 'none run'}; {len(self.checkpoints)} checkpoints"]
+
+    def _figures(self) -> dict:
+        return {}  # a training run has numbers (history), no figure
 
     @property
     def last(self) -> dict:
