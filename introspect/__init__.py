@@ -32,10 +32,17 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from introspect.core import RULES, Rule, apply_rule, attach, eval_mode, layer_table, receptive_field, resolve_layer
 from introspect.errors import IntrospectError
 from introspect.hookspecs import hookimpl
-from introspect.models import ModelMeta, alexnet, architectures, load_model, meta_of, save_checkpoint, zfnet
+
+#: Names of the core loaded on first use, so that ``import introspect`` (and ``introspect --help``) does
+#: not import torch: name -> module.
+_LAZY = {
+    **dict.fromkeys(["RULES", "Rule", "apply_rule", "attach", "eval_mode", "layer_table", "receptive_field",
+                     "resolve_layer"], "introspect.core"),
+    **dict.fromkeys(["ModelMeta", "alexnet", "architectures", "load_model", "meta_of", "save_checkpoint", "zfnet"],
+                    "introspect.models"),
+}
 
 
 def methods():
@@ -55,10 +62,28 @@ def get_plugin_manager():
 def load_image(path, model=None):
     """Read an image file as a ``1 x C x H x W`` tensor preprocessed for ``model`` (ImageNet default)."""
     from introspect.images import Preprocess, preprocess_image
+    from introspect.models import meta_of
 
     pre = Preprocess.from_meta(meta_of(model)) if model is not None else None
     return preprocess_image(path, pre) if pre is not None else preprocess_image(path)
 
+
+if TYPE_CHECKING:  # the core's names (at run time: __getattr__, on first use)
+    from introspect.core import RULES as RULES
+    from introspect.core import Rule as Rule
+    from introspect.core import apply_rule as apply_rule
+    from introspect.core import attach as attach
+    from introspect.core import eval_mode as eval_mode
+    from introspect.core import layer_table as layer_table
+    from introspect.core import receptive_field as receptive_field
+    from introspect.core import resolve_layer as resolve_layer
+    from introspect.models import ModelMeta as ModelMeta
+    from introspect.models import alexnet as alexnet
+    from introspect.models import architectures as architectures
+    from introspect.models import load_model as load_model
+    from introspect.models import meta_of as meta_of
+    from introspect.models import save_checkpoint as save_checkpoint
+    from introspect.models import zfnet as zfnet
 
 if TYPE_CHECKING:  # the bundled methods, for type checkers and IDEs (at run time: __getattr__)
     from introspect.training.run import train as train
@@ -80,12 +105,18 @@ def __dir__() -> list[str]:
         found = set(methods())
     except IntrospectError:
         found = set()
-    return sorted(set(globals()) | found)
+    return sorted(set(globals()) | set(_LAZY) | found)
 
 
 def __getattr__(name: str):
     if name.startswith("_"):
         raise AttributeError(name)
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     found = methods().get(name)
     if found is None:
         raise AttributeError(f"module 'introspect' has no attribute {name!r}")

@@ -13,13 +13,15 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
 from introspect import __version__
 from introspect.errors import IntrospectError, IntrospectWarning, Terminated, os_error_text, raise_terminated
+
+if TYPE_CHECKING:
+    import torch
 
 #: Exit code of an unexpected error (a bug to report), distinct from user errors (1) and usage (2).
 EXIT_UNEXPECTED = 70
@@ -60,22 +62,30 @@ class IntrospectGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller --batch-size or a smaller input") from None
-        except torch.cuda.OutOfMemoryError:
-            raise click.ClickException(
-                "the GPU ran out of memory; use a smaller --batch-size or --device cpu"
-            ) from None
         except OSError as exc:
             if _debugging(ctx):
                 raise
             what, fix = os_error_text(exc)
             raise click.ClickException(f"{what}; {fix or 'check the path and try again'}") from None
         except Exception as exc:
+            if _is_gpu_out_of_memory(exc):
+                raise click.ClickException(
+                    "the GPU ran out of memory; use a smaller --batch-size or --device cpu"
+                ) from None
             if _debugging(ctx):
                 raise
             raise UnexpectedError(
                 f"unexpected {type(exc).__name__}: {_first_line(exc)}; run with --debug (or INTROSPECT_DEBUG=1) "
                 "for the traceback, and report it"
             ) from None
+
+
+def _is_gpu_out_of_memory(exc: BaseException) -> bool:
+    """``torch.cuda.OutOfMemoryError``, checked without importing torch (start-up speed): when torch
+    was never imported, no torch error can have been raised."""
+    torch = sys.modules.get("torch")
+    error = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return isinstance(error, type) and isinstance(exc, error)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,7 +340,7 @@ def plugins_command(as_json):
 
     pm = get_plugin_manager()
     pm.methods()
-    pm.architectures()
+    pm.note_architectures()  # imports no torch: methods register by import path, torchvision's zoo is skipped
     rows = [info.to_dict() for info in pm.infos.values()]
     lines = []
     for r in rows:

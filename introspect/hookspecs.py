@@ -24,6 +24,9 @@ def register_methods(register):
         a plain function ``func(model, images_or_dataset, *, ...)`` (options keyword-only) returning
         a result with ``to_dict()`` and ``save(out)``; it becomes ``introspect.methods()[name]`` and
         ``introspect.<name>``. A name of the core (``load_model``, ``images``, ...) is refused.
+        ``func`` may also be an import path ``"package.module:name"`` (then ``description`` is
+        required): the module is imported when the method is first used, so listing plugins and
+        building the help import no torch.
     :return: nothing; plugins call ``register`` instead of returning lists.
     """
 
@@ -44,6 +47,10 @@ def register_architectures(register):
 
     :param register: ``register(name, builder, description="", input_size=(3, 224, 224),
         mean=IMAGENET_MEAN, std=IMAGENET_STD)``; ``builder(**kwargs)`` returns an ``nn.Module``.
+        Register a builder that imports torch when called, not a module-level import.
+        ``register.listing`` is True when introspect only lists what plugins register
+        (``introspect plugins``, which imports no torch): a plugin may then skip registrations that
+        need heavy imports to enumerate.
     :return: nothing.
     """
 

@@ -35,8 +35,8 @@ MAX_PIXELS = 89_478_485
 #: File name extensions (lower case) that :class:`ImageFolderDataset` picks up.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from introspect.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (re-exported)
+
 #: Mean and std for one-channel models: the averages of the ImageNet RGB statistics.
 GRAY_MEAN = (0.449,)
 GRAY_STD = (0.226,)

@@ -44,12 +44,34 @@ class PluginInfo:
         return dict(self.__dict__)
 
 
-@dataclass
 class Method:
-    name: str
-    func: Callable
-    description: str
-    plugin: str
+    """A registered analysis method. ``func`` is the function; a method registered by import path
+    (``"introspect_occlusion.method:occlusion"``) is imported on first use of ``func``, so listing
+    methods imports no plugin's heavy modules (torch)."""
+
+    def __init__(self, name: str, func: Callable | str, description: str, plugin: str) -> None:
+        self.name, self.description, self.plugin = name, description, plugin
+        self._func = func
+
+    @property
+    def func(self) -> Callable:
+        if isinstance(self._func, str):
+            self._func = _import_path(self._func)
+        return self._func
+
+    def __repr__(self) -> str:
+        return f"Method(name={self.name!r}, plugin={self.plugin!r}, description={self.description!r})"
+
+
+def _import_path(path: str) -> Callable:
+    """``"package.module:name"`` -> the object (a method's function registered by import path)."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    found = getattr(importlib.import_module(module), attr)
+    if not callable(found):
+        raise TypeError(f"{path} is not callable")
+    return found
 
 
 class IntrospectPluginManager(pluggy.PluginManager):
@@ -61,14 +83,17 @@ class IntrospectPluginManager(pluggy.PluginManager):
         self.infos: dict[str, PluginInfo] = {}
         self._methods: dict[str, Method] | None = None
         self._archs: dict | None = None
+        self._archs_noted = False  # what each plugin registers is in self.infos
 
     def register(self, plugin, name=None):
         """Register a plugin (as pluggy does) and forget what was collected from the others."""
         self._methods = self._archs = None
+        self._archs_noted = False
         return super().register(plugin, name=name)
 
     def unregister(self, plugin=None, name=None):
         self._methods = self._archs = None
+        self._archs_noted = False
         return super().unregister(plugin, name=name)
 
     # -- loading ---------------------------------------------------------------------------------
@@ -123,16 +148,20 @@ class IntrospectPluginManager(pluggy.PluginManager):
 
             def make(plugin):
                 def register(name, func, description=""):
-                    if not callable(func):
+                    if isinstance(func, str):  # "module:name", imported on first use
+                        if not description or ":" not in func:
+                            raise ValueError(f"method {name!r} registered by import path {func!r} needs "
+                                             "the form 'module:name' and a description")
+                    elif not callable(func):
                         raise TypeError(f"method {name!r} is not callable")
                     if name in methods:
                         raise ValueError(f"method {name!r} is already registered by {methods[name].plugin!r}")
                     if name in core_names():
                         raise ValueError(f"method {name!r} clashes with introspect.{name} of the core; "
                                          "rename the method")
-                    methods[name] = Method(
-                        name, func, description or (func.__doc__ or "").strip().split("\n")[0], plugin
-                    )
+                    if not description:
+                        description = (func.__doc__ or "").strip().split("\n")[0]
+                    methods[name] = Method(name, func, description, plugin)
                     self._note(plugin, "methods", name)
                 return register
 
@@ -142,31 +171,45 @@ class IntrospectPluginManager(pluggy.PluginManager):
 
     def architectures(self) -> dict:
         if self._archs is None:
-            from introspect.models import IMAGENET_MEAN, IMAGENET_STD, ArchSpec
-
-            archs: dict[str, ArchSpec] = {}
-
-            def make(plugin):
-                def register(name, builder, description="", input_size=(3, 224, 224),
-                             mean=IMAGENET_MEAN, std=IMAGENET_STD):
-                    if not callable(builder):
-                        raise TypeError(f"architecture {name!r} has no callable builder")
-                    if name in archs:
-                        raise ValueError(f"architecture {name!r} is already registered by {archs[name].plugin!r}")
-                    archs[name] = ArchSpec(
-                        name, builder, description, tuple(input_size), tuple(mean), tuple(std), plugin
-                    )
-                    if plugin != "builtin_models" or name in ("zfnet", "alexnet", "alexnet_torchvision"):
-                        self._note(plugin, "architectures", name)
-                return register
-
-            self._call_each("register_architectures", make)
-            if "builtin_models" in self.infos:
-                self.infos["builtin_models"].registers.setdefault("architectures", []).append(
-                    "torchvision classification models"
-                )
-            self._archs = archs
+            self._archs = self._collect_architectures(listing=False)
         return self._archs
+
+    def note_architectures(self) -> None:
+        """Note what each plugin registers (``introspect plugins``) without building the registry: the
+        ``register`` callback has ``register.listing = True``, so a plugin may skip registrations that
+        need heavy imports and add nothing to the listing (the built-in plugin's torchvision zoo)."""
+        if self._archs is None and not self._archs_noted:
+            self._collect_architectures(listing=True)
+
+    def _collect_architectures(self, *, listing: bool) -> dict:
+        from introspect.imagenet import IMAGENET_MEAN, IMAGENET_STD
+        from introspect.models import ArchSpec
+
+        archs: dict[str, ArchSpec] = {}
+        noting = not self._archs_noted
+
+        def make(plugin):
+            def register(name, builder, description="", input_size=(3, 224, 224),
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                if not callable(builder):
+                    raise TypeError(f"architecture {name!r} has no callable builder")
+                if name in archs:
+                    raise ValueError(f"architecture {name!r} is already registered by {archs[name].plugin!r}")
+                archs[name] = ArchSpec(
+                    name, builder, description, tuple(input_size), tuple(mean), tuple(std), plugin
+                )
+                if noting and (plugin != "builtin_models" or name in ("zfnet", "alexnet", "alexnet_torchvision")):
+                    self._note(plugin, "architectures", name)
+            setattr(register, "listing", listing)  # noqa: B010  (an attribute of the callback)
+            return register
+
+        self._call_each("register_architectures", make)
+        if noting and "builtin_models" in self.infos:
+            self.infos["builtin_models"].registers.setdefault("architectures", []).append(
+                "torchvision classification models"
+            )
+        self._archs_noted = True
+        return archs
 
     def add_commands(self, cli: click.Group) -> None:
         before = set(cli.commands)

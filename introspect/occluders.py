@@ -13,12 +13,13 @@ has the shape of ``x`` (in the model's normalized input space):
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from introspect.errors import IntrospectError
-from introspect.images import IMAGENET_MEAN, IMAGENET_STD
+from introspect.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    import torch
 
 FILLS = ("gray", "mean", "zero", "blur")
 
@@ -40,6 +41,8 @@ def fill_image(x: torch.Tensor, kind: str = "gray", mean: Sequence[float] = IMAG
         >>> fill = fill_image(x, "gray", meta.mean, meta.std)
         >>> occluded = x.clone(); occluded[..., 10:60, 20:70] = fill[..., 10:60, 20:70]
     """
+    import torch
+
     if kind not in FILLS:
         raise IntrospectError(f"unknown fill {kind!r}; use one of {', '.join(FILLS)}")
     if kind == "mean":
@@ -61,6 +64,9 @@ def fill_image(x: torch.Tensor, kind: str = "gray", mean: Sequence[float] = IMAG
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``N x C x H x W`` (or ``C x H x W``) images, reflect padding."""
+    import torch
+    import torch.nn.functional as F
+
     squeeze = x.dim() == 3
     if squeeze:
         x = x.unsqueeze(0)
@@ -79,6 +85,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def occlude(x: torch.Tensor, box: tuple[int, int, int, int], fill: torch.Tensor) -> torch.Tensor:
     """A copy of ``x`` with ``box = (y0, x0, y1, x1)`` (end-exclusive) replaced by ``fill``'s pixels."""
+
     y0, x0, y1, x1 = box
     out = x.clone()
     out[..., y0:y1, x0:x1] = fill[..., y0:y1, x0:x1]

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +37,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from introspect.errors import IntrospectError, os_error_text, raise_terminated
@@ -116,6 +116,13 @@ def save_png(path: str | os.PathLike, array: Any) -> Path:
     return path
 
 
+def _is_tensor(obj: Any) -> bool:
+    """A ``torch.Tensor``, checked without importing torch (``introspect --help`` imports no torch): when
+    torch was never imported, nothing is a tensor."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
 def jsonable(obj: Any) -> Any:
     """``obj`` with numpy/torch scalars and arrays, tuples, sets and paths turned into JSON types;
     NaN and infinities become ``None`` (JSON ``null``: strict JSON has no NaN).
@@ -134,7 +141,7 @@ def jsonable(obj: Any) -> Any:
         return sorted(jsonable(v) for v in obj)
     if isinstance(obj, (np.generic, np.ndarray)):
         return jsonable(obj.tolist())
-    if isinstance(obj, torch.Tensor):
+    if _is_tensor(obj):
         return jsonable(obj.detach().cpu().tolist())
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
@@ -578,7 +585,7 @@ class OutputDir(_Guarded):
 
     def save_npy(self, name: str, array: Any) -> Path:
         """Save an array (or tensor, moved to CPU) with ``np.save`` as ``name``."""
-        data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+        data = array.detach().cpu().numpy() if _is_tensor(array) else np.asarray(array)
 
         def write(target: Path) -> None:
             with open(target, "wb") as f:

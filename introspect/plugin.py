@@ -14,6 +14,8 @@ nothing until a command or method runs::
 Groups (see ``__all__``):
 
 * **plugin hooks**: ``hookimpl``, ``IntrospectError``, ``closest`` (did-you-mean), ``require_method``;
+  ``lazy_exports`` and ``lazy_function`` (names and builders imported on first use, so a plugin's
+  ``__init__`` imports no torch);
 * **layers**: ``resolve_layer``, ``layer_names``, ``aliases``, ``alias_of``, ``conv_layers``,
   ``last_conv_layer``, ``receptive_field``, ``Field``;
 * **hooks on a model**: ``attach``, ``eval_mode``, ``apply_rule``, ``RULES``, ``Rule``, ``choice_note``,
@@ -61,12 +63,14 @@ def _add(module: str, *names: str, **renamed: str) -> None:
 _add("introspect.hookspecs", "hookimpl")
 _add("introspect.errors", "IntrospectError", "closest")
 _add("introspect.manager", "require_method")
+_add("introspect.lazy", "lazy_exports", "lazy_function")
 _add("introspect.core.layers", "resolve_layer", "layer_names", "aliases", "alias_of", "display_name", "check_channels",
      "conv_layers", "last_conv_layer", "receptive_field", "Field")
 _add("introspect.core.attach", "attach", "eval_mode")
 _add("introspect.core.rules", "apply_rule", "RULES", "Rule", "choice_note", "parse_activation_rules")
 _add("introspect.core.deconvnet", "Deconvnet", "Frame", "project_map", "layer_field", "strongest", "cut_windows",
-     "readable_errors", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
+     "readable_errors")
+_add("introspect.core.choices", PROJECTION_MODES="MODES", PROJECTION_METHODS="METHODS")
 _add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_batch_size", "AUTO_BATCH_BYTES")
 _add("introspect.core.results", "Result", "Progress", "counted", "output_folder", "written", report_progress="report")
 _add("introspect.core.display", "Shown", "drawn_once", "to_pil", "shape_text", "short_list", "notebook_progress")

@@ -22,12 +22,11 @@ from torch import nn
 
 from introspect.core.attach import attach, eval_mode
 from introspect.core.chain import Chain, gather_windows, trace_chain
+from introspect.core.choices import METHODS, MODES  # noqa: E402  (plain values, torch-free)
 from introspect.core.layers import Field, resolve_layer
 from introspect.core.rules import Rule, apply_rule, resolve_rule
 from introspect.errors import IntrospectError
 
-MODES = ("max", "map")
-METHODS = ("auto", "chain", "autograd")
 #: Memory for the windows of one walk of the fast path, in bytes.
 CHAIN_BUDGET = 256 * 2**20
 #: Projections per batched backward pass of the generic path.

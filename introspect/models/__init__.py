@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from introspect.errors import IntrospectError, closest
-from introspect.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one owner: the preprocessing)
+from introspect.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from introspect.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from introspect.models.alexnet import AlexNet as AlexNet
+    from introspect.models.alexnet import alexnet as alexnet
+    from introspect.models.alexnet import alexnet_torchvision as alexnet_torchvision
+    from introspect.models.load import load_model as load_model
+    from introspect.models.load import resolve_device as resolve_device
+    from introspect.models.load import save_checkpoint as save_checkpoint
+    from introspect.models.zfnet import ZFNet as ZFNet
+    from introspect.models.zfnet import zfnet as zfnet
 
 
 @dataclass
@@ -104,9 +116,12 @@ def meta_of(model: nn.Module) -> ModelMeta:
     return meta if isinstance(meta, ModelMeta) else ModelMeta()
 
 
-from introspect.models.alexnet import AlexNet, alexnet, alexnet_torchvision  # noqa: E402
-from introspect.models.load import load_model, resolve_device, save_checkpoint  # noqa: E402
-from introspect.models.zfnet import ZFNet, zfnet  # noqa: E402
+# the models and model files import torch: loaded on first use (``introspect --help`` stays fast)
+lazy_exports(__name__, {
+    **dict.fromkeys(["AlexNet", "alexnet", "alexnet_torchvision"], "introspect.models.alexnet"),
+    **dict.fromkeys(["load_model", "resolve_device", "save_checkpoint"], "introspect.models.load"),
+    **dict.fromkeys(["ZFNet", "zfnet"], "introspect.models.zfnet"),
+})
 
 __all__ = [
     "ModelMeta", "ArchSpec", "architectures", "get_arch", "meta_of", "load_model", "save_checkpoint",

@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 
 from introspect.hookspecs import hookimpl
-from introspect.models.alexnet import alexnet, alexnet_torchvision
-from introspect.models.zfnet import zfnet
+from introspect.lazy import lazy_function
+
+# builders that import torch only when a model is built
+zfnet = lazy_function("introspect.models.zfnet", "zfnet", "ZFNet (Zeiler & Fergus 2014, Fig. 3).")
+alexnet = lazy_function("introspect.models.alexnet", "alexnet", "AlexNet as in Krizhevsky et al. 2012 (with LRN).")
+alexnet_torchvision = lazy_function("introspect.models.alexnet", "alexnet_torchvision", "torchvision's AlexNet layout.")
 
 
 def _torchvision_builder(name: str, **kwargs):
@@ -24,6 +28,8 @@ def register_architectures(register):
     register("zfnet", zfnet, description="Zeiler & Fergus 2014, Fig. 3 (7x7/2 conv1, LRN)")
     register("alexnet", alexnet, description="Krizhevsky et al. 2012, the paper's baseline (11x11/4 conv1, LRN)")
     register("alexnet_torchvision", alexnet_torchvision, description="torchvision's AlexNet layout (no LRN)")
+    if getattr(register, "listing", False):  # `introspect plugins`: the zoo is listed as one line, no import
+        return
     import torchvision
 
     for name in torchvision.models.list_models(module=torchvision.models):

@@ -14,9 +14,7 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect_attribute.method import attribute
-
-    register("attribute", attribute,
+    register("attribute", "introspect_attribute.method:attribute",
              "captum attribution methods (saliency, integrated gradients, Grad-CAM, occlusion, ...) with heat maps")
 
 

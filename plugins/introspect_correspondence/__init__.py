@@ -15,15 +15,26 @@ their modules.
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
-from introspect_correspondence.delta import delta, hamming_matrix, normalized_hamming, pair_stats, sign_pattern
-from introspect_correspondence.method import CorrespondenceResult, correspondence, default_layers
-from introspect_correspondence.parts import boxes_per_image, load_parts
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_correspondence.delta import delta as delta
+    from introspect_correspondence.delta import hamming_matrix as hamming_matrix
+    from introspect_correspondence.delta import normalized_hamming as normalized_hamming
+    from introspect_correspondence.delta import pair_stats as pair_stats
+    from introspect_correspondence.delta import sign_pattern as sign_pattern
+    from introspect_correspondence.method import CorrespondenceResult as CorrespondenceResult
+    from introspect_correspondence.method import correspondence as correspondence
+    from introspect_correspondence.method import default_layers as default_layers
+    from introspect_correspondence.parts import boxes_per_image as boxes_per_image
+    from introspect_correspondence.parts import load_parts as load_parts
 
 
 @hookimpl
 def register_methods(register):
-    register("correspondence", correspondence,
+    register("correspondence", "introspect_correspondence:correspondence",
              description="Correspondence of object parts across images (the paper's Sec. 4.3, Table 1)")
 
 
@@ -33,6 +44,14 @@ def register_commands(cli):
 
     cli.add_command(correspondence_command)
 
+
+# torch is imported on first use of these names
+lazy_exports(__name__, {
+    **dict.fromkeys(["delta", "hamming_matrix", "normalized_hamming", "pair_stats", "sign_pattern"],
+                    "introspect_correspondence.delta"),
+    **dict.fromkeys(["CorrespondenceResult", "correspondence", "default_layers"], "introspect_correspondence.method"),
+    **dict.fromkeys(["boxes_per_image", "load_parts"], "introspect_correspondence.parts"),
+})
 
 __all__ = [
     "correspondence", "CorrespondenceResult", "default_layers", "load_parts", "boxes_per_image",

@@ -26,15 +26,23 @@ anything else (sums, ...)   its gradient
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
-from introspect_deconv.project import Projection, project  # eager: the names shadow their modules
-from introspect_deconv.top import RunningTopK, TopK, top_k
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_deconv.project import Projection as Projection
+    from introspect_deconv.project import project as project
+    from introspect_deconv.top import RunningTopK as RunningTopK
+    from introspect_deconv.top import TopK as TopK
+    from introspect_deconv.top import top_k as top_k
 
 
 @hookimpl
 def register_methods(register):
-    register("project", project, "Deconvnet projections of feature maps to pixel space (Sec. 2.1)")
-    register("top_k", top_k, "Top-k activations of each feature map over a data set, projected (Fig. 2)")
+    register("project", "introspect_deconv:project", "Deconvnet projections of feature maps to pixel space (Sec. 2.1)")
+    register("top_k", "introspect_deconv:top_k",
+             "Top-k activations of each feature map over a data set, projected (Fig. 2)")
 
 
 @hookimpl
@@ -44,5 +52,10 @@ def register_commands(cli):
     cli.add_command(deconv_command)
     cli.add_command(top_command)
 
+
+# torch is imported on first use of these names; `project` and `top_k` stay the functions although
+# they shadow their modules
+lazy_exports(__name__, {**dict.fromkeys(["Projection", "project"], "introspect_deconv.project"),
+                        **dict.fromkeys(["RunningTopK", "TopK", "top_k"], "introspect_deconv.top")})
 
 __all__ = ["project", "top_k", "Projection", "TopK", "RunningTopK", "register_methods", "register_commands"]

@@ -18,7 +18,7 @@ from introspect.plugin import (
     open_model,
     output_options,
 )
-from introspect_deconv.distributed import DEFAULT_TIMEOUT
+from introspect_deconv.defaults import DEFAULT_TIMEOUT
 
 #: Channel numbers stop here when the layer's own count is unknown: no layer has a million maps.
 MAX_CHANNELS = 1 << 20

@@ -33,8 +33,7 @@ import torch
 import torch.distributed as dist
 
 from introspect.plugin import IntrospectError
-
-DEFAULT_TIMEOUT = 1800.0
+from introspect_deconv.defaults import DEFAULT_TIMEOUT  # noqa: E402
 
 
 @dataclass(frozen=True)

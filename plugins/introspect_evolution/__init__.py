@@ -14,9 +14,7 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect_evolution.method import feature_evolution
-
-    register("feature_evolution", feature_evolution,
+    register("feature_evolution", "introspect_evolution.method:feature_evolution",
              "Feature evolution during training (Fig. 4): each map's strongest activation per epoch, projected")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from introspect.plugin import PhaseBars, bundled_image_dir, emit_result, note, output_options
-from introspect_evolution.method import DEFAULT_MAPS
+from introspect_evolution.defaults import DEFAULT_MAPS
 
 
 def _summary_lines(result) -> list[str]:

@@ -36,9 +36,8 @@ from introspect.plugin import (
     short_list,
 )
 from introspect_evolution.checkpoints import check_same, gather, signature_of
+from introspect_evolution.defaults import DEFAULT_MAPS  # noqa: E402  (maps followed per layer)
 
-#: Feature maps followed per layer when none are given.
-DEFAULT_MAPS = 8
 #: A data set whose images fit in this many bytes is read once and kept in memory (every checkpoint and
 #: layer streams it again); a larger one is read again for each pass.
 IN_MEMORY_BYTES = 256 * 2 ** 20

@@ -14,9 +14,7 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect_filters.method import first_layer_filters
-
-    register("first_layer_filters", first_layer_filters,
+    register("first_layer_filters", "introspect_filters.method:first_layer_filters",
              "First-layer filters (Fig. 6): dead filters, high-frequency and aliasing energy")
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import click
 
 from introspect.plugin import PhaseBars, bundled_image_dir, emit_result, model_options, note, open_model, output_options
-from introspect_filters.method import NORM_FRACTION
-from introspect_filters.spectrum import HF_CUTOFF
+from introspect_filters.defaults import HF_CUTOFF, NORM_FRACTION
 
 
 @click.command("filters")

@@ -29,6 +29,7 @@ from introspect.plugin import (
     resolve_layer,
     short_list,
 )
+from introspect_filters.defaults import NORM_FRACTION  # noqa: E402  (dead-filter norm threshold)
 from introspect_filters.spectrum import (
     HF_CUTOFF,
     aliasing_mask,
@@ -38,9 +39,6 @@ from introspect_filters.spectrum import (
     high_frequency_mask,
     power_spectrum,
 )
-
-#: A filter whose norm is below this fraction of the layer's median filter norm is dead ("negligible norm").
-NORM_FRACTION = 0.05
 
 NEVER_ACTIVE, NEGLIGIBLE_NORM = "never active", "negligible norm"
 

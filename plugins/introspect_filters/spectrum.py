@@ -26,9 +26,7 @@ import numpy as np
 import torch
 
 from introspect.plugin import IntrospectError
-
-#: Default high-frequency cutoff in cycles per pixel (half of the pixel Nyquist frequency 1/2).
-HF_CUTOFF = 0.25
+from introspect_filters.defaults import HF_CUTOFF  # noqa: E402  (default cutoff, cycles per pixel)
 
 
 def grid_size(kernel: tuple[int, int], size: int | tuple[int, int] | None) -> tuple[int, int]:

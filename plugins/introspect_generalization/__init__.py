@@ -16,9 +16,7 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect_generalization.method import feature_generalization
-
-    register("feature_generalization", feature_generalization,
+    register("feature_generalization", "introspect_generalization.method:feature_generalization",
              "Feature generalization (Table 7): softmax / linear SVM on the fixed features of each layer")
 
 

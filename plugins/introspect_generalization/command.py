@@ -14,7 +14,7 @@ from introspect.plugin import (
     open_model,
     output_options,
 )
-from introspect_generalization.probes import CLASSIFIERS
+from introspect_generalization.defaults import CLASSIFIERS
 
 _LABELS = {"features": "features", "classifiers": "classifiers"}
 

@@ -25,9 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from introspect.plugin import IntrospectError, closest
-
-#: The classifiers, by name.
-CLASSIFIERS = ("softmax", "svm")
+from introspect_generalization.defaults import CLASSIFIERS  # noqa: E402  (the classifiers, by name)
 
 
 @dataclass

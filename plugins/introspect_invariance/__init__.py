@@ -14,9 +14,7 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect_invariance.method import invariance
-
-    register("invariance", invariance,
+    register("invariance", "introspect_invariance.method:invariance",
              "Invariance (Fig. 5): feature distances at layers 1 and 7 and p(class) under translation, "
              "scale or rotation")
 

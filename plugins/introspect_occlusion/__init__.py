@@ -13,9 +13,7 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect_occlusion.method import occlusion
-
-    register("occlusion", occlusion,
+    register("occlusion", "introspect_occlusion.method:occlusion",
              "Occlusion sensitivity (Fig. 7): probability, label and activation maps from one sweep")
 
 

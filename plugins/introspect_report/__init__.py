@@ -15,9 +15,8 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect_report.method import report
-
-    register("report", report, "A browsable static site of every layer, feature map and image (Figs. 2, 6, 7)")
+    register("report", "introspect_report.method:report",
+             "A browsable static site of every layer, feature map and image (Figs. 2, 6, 7)")
 
 
 @hookimpl

@@ -20,9 +20,8 @@ from introspect.plugin import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from introspect.plugin import train
-
-    register("train", train, "Train a network with the paper's recipe, a checkpoint per epoch (Sec. 3)")
+    register("train", "introspect.plugin:train",
+             "Train a network with the paper's recipe, a checkpoint per epoch (Sec. 3)")
 
 
 @hookimpl
