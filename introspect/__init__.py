@@ -68,6 +68,20 @@ def load_image(path, model=None):
     return preprocess_image(path, pre) if pre is not None else preprocess_image(path)
 
 
+if TYPE_CHECKING:  # the bundled methods, for type checkers and IDEs (at run time: __getattr__)
+    from introspect.training.run import train as train
+    from introspect_attribute.method import attribute as attribute
+    from introspect_correspondence.method import correspondence as correspondence
+    from introspect_deconv.project import project as project
+    from introspect_deconv.top import top_k as top_k
+    from introspect_evolution.method import feature_evolution as feature_evolution
+    from introspect_filters.method import first_layer_filters as first_layer_filters
+    from introspect_generalization.method import feature_generalization as feature_generalization
+    from introspect_invariance.method import invariance as invariance
+    from introspect_occlusion.method import occlusion as occlusion
+    from introspect_report.method import report as report
+
+
 if TYPE_CHECKING:  # the core's names (at run time: __getattr__, on first use)
     from introspect.core import RULES as RULES
     from introspect.core import Rule as Rule
@@ -84,19 +98,6 @@ if TYPE_CHECKING:  # the core's names (at run time: __getattr__, on first use)
     from introspect.models import meta_of as meta_of
     from introspect.models import save_checkpoint as save_checkpoint
     from introspect.models import zfnet as zfnet
-
-if TYPE_CHECKING:  # the bundled methods, for type checkers and IDEs (at run time: __getattr__)
-    from introspect.training.run import train as train
-    from introspect_attribute.method import attribute as attribute
-    from introspect_correspondence.method import correspondence as correspondence
-    from introspect_deconv.project import project as project
-    from introspect_deconv.top import top_k as top_k
-    from introspect_evolution.method import feature_evolution as feature_evolution
-    from introspect_filters.method import first_layer_filters as first_layer_filters
-    from introspect_generalization.method import feature_generalization as feature_generalization
-    from introspect_invariance.method import invariance as invariance
-    from introspect_occlusion.method import occlusion as occlusion
-    from introspect_report.method import report as report
 
 
 def __dir__() -> list[str]:
