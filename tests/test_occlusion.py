@@ -376,10 +376,15 @@ def test_progress_moves_during_a_multi_second_sweep():
     model = zfnet(num_classes=10, widths=(16, 32, 48, 48, 32), fc=64, pool5_size=3).eval()
     model.introspect_meta = ModelMeta(arch="zfnet", input_size=(3, 128, 128))
     x = torch.randn(1, 3, 128, 128)
+    # every forward pass takes at least 0.1 s, so the sweep lasts seconds on any machine
+    slow = model.register_forward_pre_hook(lambda module, args: time.sleep(0.1))
     calls = []
     start = time.perf_counter()
-    result = occlusion(model, x, size=24, stride=8, project=False,
-                       progress=lambda phase, done, total: calls.append((time.perf_counter(), done)))
+    try:
+        result = occlusion(model, x, size=24, stride=8, project=False, incremental=False,
+                           progress=lambda phase, done, total: calls.append((time.perf_counter(), done)))
+    finally:
+        slow.remove()
     total = time.perf_counter() - start
     positions = result.stats["positions"]
     assert positions == 196 and calls[-1][1] == positions and total > 1.0, total
