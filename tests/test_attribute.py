@@ -92,6 +92,16 @@ def test_every_method_equals_captum(model, x, name):
         assert result.path in ("incremental", "full", "mixed")
 
 
+def test_the_method_name_may_come_third_by_position(model, x):
+    """``introspect.attribute(model, images, "saliency")``: the same as ``method="saliency"`` and as
+    captum's ``Saliency``."""
+    by_position = attribute(model, x, "saliency", target=[1, 3])
+    by_keyword = attribute(model, x, method="saliency", target=[1, 3])
+    expected = ca.Saliency(model).attribute(x.clone(), target=[1, 3])
+    torch.testing.assert_close(by_position.attribution, by_keyword.attribution, rtol=0, atol=0)
+    torch.testing.assert_close(by_position.attribution, expected.float(), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("nt", ["smoothgrad", "smoothgrad_sq", "vargrad"])
 def test_noise_tunnel_equals_captums(model, x, nt):
     result = attribute(model, x, method="integrated_gradients", target=1, noise_tunnel=nt, nt_samples=3, nt_stdevs=0.2,

@@ -10,6 +10,9 @@ import introspect
 
 #: documented exceptions to "the model first"
 FIRST = {"feature_evolution": "checkpoints"}
+#: documented exceptions to "everything else keyword-only": captum's method name may come third, as
+#: ``introspect.attribute(model, images, "saliency")`` (keyword ``method=`` works too)
+THIRD = {"attribute": "method"}
 #: names that mean a concept another name already has
 SYNONYMS = {"image": "images", "inputs": "images", "x": "images", "train_set": "dataset", "data": "dataset",
             "test_set": "test_dataset", "top_maps": "maps", "n_maps": "maps", "layer_names": "layers",
@@ -29,7 +32,9 @@ def convention_problems(name: str, func) -> list[str]:
     for p in (first, second):
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             problems.append(f"{name}: {p.name!r} must be positional")
-    for p in rest:
+    for i, p in enumerate(rest):
+        if i == 0 and p.name == THIRD.get(name) and p.kind == p.POSITIONAL_OR_KEYWORD:
+            continue
         if p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD):
             problems.append(f"{name}: {p.name!r} must be keyword-only")
         if p.name in SYNONYMS:

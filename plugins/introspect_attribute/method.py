@@ -1,4 +1,4 @@
-"""``attribute(model, images, *, method, ...)``: one of captum's attribution methods, as a result.
+"""``attribute(model, images, method, ...)``: one of captum's attribution methods, as a result.
 
 The methods and their options come from one table (:mod:`introspect_attribute.table`); occlusion,
 deconvolution and guided backpropagation run through :mod:`introspect.captum` (occlusion with
@@ -110,8 +110,8 @@ class AttributionResult(Shown):
 def attribute(
     model: nn.Module,
     images: torch.Tensor,
-    *,
     method: str,
+    *,
     target: int | str | Sequence[int | str] | None = None,
     layer: str | nn.Module | None = None,
     noise_tunnel: str | None = None,
