@@ -638,8 +638,28 @@ class ImageFolderDataset(Dataset):
         return f"ImageFolderDataset({str(self.root)!r}, {len(self)} images, {kind})"
 
 
+
+def image_batch(images) -> torch.Tensor:
+    """``images`` as a detached ``(N, C, H, W)`` batch with N >= 1 (a ``(C, H, W)`` image becomes a batch
+    of one); anything else is one :class:`IntrospectError` line naming the fix.
+
+    Example:
+        >>> image_batch(torch.zeros(3, 32, 32)).shape
+        torch.Size([1, 3, 32, 32])
+    """
+    if not isinstance(images, torch.Tensor):
+        raise IntrospectError(f"images must be a tensor (N x C x H x W), got {type(images).__name__}; "
+                              "load them with introspect.load_image")
+    x = images.detach()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise IntrospectError(f"images must be N x C x H x W (or C x H x W) with N >= 1, got shape "
+                              f"{tuple(images.shape)}; pass a batch of images")
+    return x
+
 __all__ = [
     "MAX_PIXELS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "GRAY_MEAN", "GRAY_STD", "Box", "to_rgb",
     "read_image", "Geometry", "Preprocess", "IMAGENET", "preprocess_image", "load_images", "find_images",
-    "ImageFolderDataset"
+    "ImageFolderDataset", "image_batch"
 ]

@@ -1,6 +1,7 @@
 """Tests for introspect.images: reading every kind of image file, preprocessing, geometry, folders."""
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -379,3 +380,16 @@ def test_a_gif_is_an_image_for_folders_and_for_the_model_argument(tmp_path):
     torch.testing.assert_close(ds[0][0], expected.float(), rtol=0, atol=1e-6)
     with pytest.raises(IntrospectError, match="looks like an image"):
         open_model(tmp_path / "a.gif", None, "cpu", False)
+
+
+def test_image_batch_makes_one_batch_or_says_what_to_pass():
+    from introspect.images import image_batch
+
+    x = torch.arange(12.0, requires_grad=True).reshape(3, 2, 2)
+    batch = image_batch(x)
+    assert batch.shape == (1, 3, 2, 2) and not batch.requires_grad and torch.equal(batch[0], x.detach())
+    assert image_batch(torch.zeros(2, 3, 4, 4)).shape == (2, 3, 4, 4)
+    for bad, words in ((np.zeros((1, 3, 4, 4)), "must be a tensor"), (torch.zeros(0, 3, 4, 4), "N >= 1"),
+                       (torch.zeros(4, 4), "got shape (4, 4)")):
+        with pytest.raises(IntrospectError, match=re.escape(words)):
+            image_batch(bad)

@@ -21,6 +21,7 @@ from introspect.plugin import (
     IntrospectError,
     Shown,
     drawn_once,
+    image_batch,
     meta_of,
     resolve_layer,
     resolve_targets,
@@ -202,14 +203,7 @@ def _run(spec: Method, obj, x, targets, opts, noise_tunnel, nt_samples, nt_stdev
 
 
 def _check_images(model: nn.Module, images) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise IntrospectError(f"images must be a tensor (N x C x H x W), got {type(images).__name__}; "
-                              "load them with introspect.load_image")
-    x = images.detach()
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4:
-        raise IntrospectError(f"images must be N x C x H x W, got shape {tuple(images.shape)}")
+    x = image_batch(images)
     if not x.is_floating_point():
         raise IntrospectError(f"attribution needs floating-point inputs, got {x.dtype}; "
                               "gradients and baselines are not defined for integer inputs")

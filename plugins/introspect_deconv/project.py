@@ -21,6 +21,7 @@ from introspect.plugin import (
     Shown,
     check_channels,
     display_name,
+    image_batch,
     last_conv_layer,
     layer_field,
     meta_of,
@@ -40,19 +41,8 @@ def file_stem(name: str) -> str:
 
 def as_batch(images, model: nn.Module) -> torch.Tensor:
     """``images`` as an ``(N, C, H, W)`` float tensor on the model's device (a ``(C, H, W)`` image too)."""
-    if not isinstance(images, torch.Tensor):
-        raise IntrospectError(
-            f"images must be a tensor (N x C x H x W), got {type(images).__name__}; "
-            "load them with introspect.load_image"
-        )
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise IntrospectError(
-            f"images must have shape N x C x H x W with N >= 1, got {tuple(images.shape)}; "
-            "pass a batch of images"
-        )
-    return images.detach().to(model_device(model, images.device), model_dtype(model))
+    images = image_batch(images)
+    return images.to(model_device(model, images.device), model_dtype(model))
 
 
 def receptive_boxes(field: Field, position: torch.Tensor, image_hw) -> torch.Tensor:

@@ -34,6 +34,7 @@ from introspect.plugin import (
     conv_layers,
     drawn_once,
     eval_mode,
+    image_batch,
     meta_of,
     notebook_progress,
     report_progress,
@@ -336,18 +337,6 @@ def _check_values(transform: str, values, hw) -> torch.Tensor:
     return v
 
 
-def _images(images) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise IntrospectError(f"images must be a tensor (N x C x H x W), got {type(images).__name__}; "
-                              "load them with introspect.load_image")
-    x = images.detach()
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise IntrospectError(f"images must be N x C x H x W (or C x H x W), got shape {tuple(images.shape)}")
-    return x
-
-
 # --------------------------------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------------------------------
@@ -406,7 +395,7 @@ def invariance(model: nn.Module, images: torch.Tensor, *, transform: str = "tran
         >>> result.save("invariance-out")
     """
     check_transform(transform)
-    x = _images(images)
+    x = image_batch(images)
     if fill not in FILLS:
         raise IntrospectError(f"unknown fill {fill!r}; use one of {', '.join(FILLS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
