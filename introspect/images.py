@@ -16,7 +16,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -658,8 +658,124 @@ def image_batch(images) -> torch.Tensor:
                               f"{tuple(images.shape)}; pass a batch of images")
     return x
 
+
+# --------------------------------------------------------------------------------------------------
+# a data set in batches
+# --------------------------------------------------------------------------------------------------
+_ITEMS_HINT = ("it must give image tensors (C x H x W, preprocessed for the model) or (image, label) pairs, "
+               "e.g. ImageFolderDataset(root, Preprocess.from_meta(meta_of(model)))")
+
+
+def _image_of(item: Any) -> torch.Tensor:
+    """The image of one data-set item: the item itself, or the first element of an ``(image, label)`` pair."""
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if not isinstance(image, torch.Tensor):
+        raise IntrospectError(f"the data set gives {type(image).__name__} items; {_ITEMS_HINT}")
+    return image
+
+
+def _collate(items: list) -> torch.Tensor:
+    """A ``DataLoader`` batch of images, checked (a module-level function: worker processes pickle it)."""
+    from torch.utils.data import default_collate
+
+    images = [_image_of(item) for item in items]
+    for image in images[1:]:
+        if image.shape != images[0].shape:
+            raise IntrospectError(f"the data set gives images of different sizes, {tuple(images[0].shape)} and "
+                                  f"{tuple(image.shape)}; preprocess them to one size")
+    return default_collate(images)
+
+
+def dataset_size(dataset: Any, limit: int | None = None) -> int:
+    """How many images of ``dataset`` a pass reads: ``len(dataset)``, at most ``limit``.
+
+    ``dataset`` is a map-style data set (items are image tensors or ``(image, label)`` pairs, e.g.
+    :class:`ImageFolderDataset`) or an ``(N, C, H, W)`` tensor; anything else is one
+    :class:`IntrospectError` line naming the fix.
+
+    Example:
+        >>> dataset_size(torch.zeros(10, 3, 32, 32), limit=4)
+        4
+    """
+    if isinstance(dataset, torch.Tensor) and dataset.dim() != 4:
+        raise IntrospectError(f"a data set given as a tensor must be N x C x H x W, got shape "
+                              f"{tuple(dataset.shape)}; to pass one image as an (N, C, H, W) batch add a batch "
+                              "dimension: x[None]")
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise IntrospectError("the data set has no length; pass a map-style data set (e.g. ImageFolderDataset) "
+                              "or an (N, C, H, W) tensor") from None
+    return min(n, limit) if limit is not None else n
+
+
+def dataset_image(dataset: Any, index: int) -> torch.Tensor:
+    """Image ``index`` of ``dataset`` (a data set or an ``(N, C, H, W)`` tensor) as a ``(C, H, W)`` tensor."""
+    return _image_of(dataset[index])
+
+
+def dataset_batches(dataset: Any, batch_size: int, *, workers: int = 0, limit: int | None = None,
+                    indices: Sequence[int] | torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """The images of ``dataset`` in ``(B, C, H, W)`` batches, in data-set order.
+
+    One way for every method that streams a data set: a tensor is sliced (no copy of the whole), any
+    other map-style data set is read through a ``DataLoader`` (``workers`` processes; labels dropped).
+    Items that are not image tensors, or images of different sizes in one batch, are one
+    :class:`IntrospectError` line, also when raised in a worker process; the workers are stopped as
+    soon as the iteration ends or is abandoned.
+
+    Args:
+        dataset: a map-style data set giving image tensors or ``(image, label)`` pairs (e.g.
+            :class:`ImageFolderDataset`, which skips hidden files and folders introspect wrote), or an
+            ``(N, C, H, W)`` tensor.
+        batch_size (int): images per batch (the last one may be smaller).
+        workers (int): ``DataLoader`` worker processes (default 0: read in this process).
+        limit (int | None): only the first ``limit`` images.
+        indices (sequence of int | Tensor | None): only these images, in this order (``limit`` is
+            then ignored).
+
+    Example:
+        >>> [x.shape[0] for x in dataset_batches(torch.zeros(10, 3, 8, 8), 4)]
+        [4, 4, 2]
+    """
+    if isinstance(dataset, torch.Tensor):
+        yield from _tensor_batches(dataset, batch_size, limit, indices)
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    if indices is not None:
+        dataset = Subset(dataset, [int(i) for i in indices])
+    elif limit is not None and limit < len(dataset):
+        dataset = Subset(dataset, range(limit))
+    batches = iter(DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                              collate_fn=_collate))
+    try:
+        yield from batches
+    except IntrospectError as exc:  # from a worker process: keep the one line, drop its traceback
+        last = (str(exc).strip().splitlines() or [""])[-1]
+        if "IntrospectError: " in last:
+            raise IntrospectError(last.split("IntrospectError: ", 1)[1]) from None
+        raise
+    finally:  # stop the worker processes now, not whenever the traceback happens to be collected
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def _tensor_batches(data: torch.Tensor, batch_size: int, limit: int | None,
+                    indices: Sequence[int] | torch.Tensor | None) -> Iterator[torch.Tensor]:
+    if indices is None:
+        data = data[:limit] if limit is not None else data
+        for first in range(0, len(data), batch_size):
+            yield data[first:first + batch_size]
+        return
+    index = torch.as_tensor(indices, dtype=torch.int64)
+    for first in range(0, len(index), batch_size):
+        yield data[index[first:first + batch_size].to(data.device)]
+
+
 __all__ = [
     "MAX_PIXELS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "GRAY_MEAN", "GRAY_STD", "Box", "to_rgb",
     "read_image", "Geometry", "Preprocess", "IMAGENET", "preprocess_image", "load_images", "find_images",
-    "ImageFolderDataset", "image_batch"
+    "ImageFolderDataset", "image_batch", "dataset_size", "dataset_image", "dataset_batches"
 ]

@@ -28,6 +28,8 @@ Groups (see ``__all__``):
   ``ArchSpec``, ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
 * **images and occluders**: ``IMAGENET_MEAN``, ``IMAGENET_STD``, ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
   ``IMAGE_EXTENSIONS``, ``image_batch``, ``FILLS``, ``fill_image``;
+* **data sets** (one way to stream one): ``dataset_batches`` (a data set or an ``(N, C, H, W)`` tensor
+  in batches: workers, ``limit``, ``indices``), ``dataset_size``, ``dataset_image``;
 * **results and progress**: ``Result``, ``Progress``, ``report_progress``, ``counted``, ``output_folder``,
   ``written``; in notebooks: ``Shown`` (short repr, ``figure()``, ``_repr_png_``), ``drawn_once``, ``to_pil``,
   ``shape_text``, ``short_list``, ``notebook_progress``;
@@ -78,7 +80,7 @@ _add("introspect.core.device", "model_device", "model_dtype", "to_model", "refus
 _add("introspect.models", "meta_of", "ModelMeta", "ArchSpec", "get_arch")
 _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")
 _add("introspect.images", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocess", "ImageFolderDataset", "read_image",
-     "IMAGE_EXTENSIONS", "image_batch")
+     "IMAGE_EXTENSIONS", "image_batch", "dataset_batches", "dataset_size", "dataset_image")
 _add("introspect.occluders", "FILLS", "fill_image")
 _add("introspect.cli", "model_options", "output_options", "open_model", "open_images", "bundled_image_dir", "emit",
      "note", "PhaseBars", "emit_result", "model_and_inputs", "model_settings", "parse_arch_args")

@@ -32,6 +32,9 @@ from introspect.plugin import (
     attach,
     check_channels,
     cut_windows,
+    dataset_batches,
+    dataset_image,
+    dataset_size,
     display_name,
     eval_mode,
     last_conv_layer,
@@ -242,68 +245,8 @@ class TopK(Shown):
 
 
 # --------------------------------------------------------------------------------------------------
-# data
+# arguments
 # --------------------------------------------------------------------------------------------------
-def _images_of(batch) -> torch.Tensor:
-    if isinstance(batch, (list, tuple)):
-        batch = batch[0]
-    if not isinstance(batch, torch.Tensor):
-        raise IntrospectError(
-            f"the data set gives {type(batch).__name__} items; it must give image tensors or (image, label) pairs"
-        )
-    return batch
-
-
-def _batches(dataset, batch_size: int, workers: int, limit: int | None, indices: Sequence[int] | None = None):
-    """Batches of images in data-set order (a tensor is sliced; other data sets use a DataLoader);
-    with ``indices``, of those images only (``limit`` is then ignored)."""
-    if isinstance(dataset, torch.Tensor):
-        if indices is not None:
-            data = dataset[torch.as_tensor(list(indices), dtype=torch.int64)]
-        else:
-            data = dataset[:limit] if limit is not None else dataset
-        for first in range(0, len(data), batch_size):
-            yield data[first:first + batch_size]
-        return
-    from torch.utils.data import DataLoader, Subset
-
-    if indices is not None:
-        dataset = Subset(dataset, list(indices))
-    elif limit is not None and limit < len(dataset):
-        dataset = Subset(dataset, range(limit))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    batches = iter(loader)
-    try:
-        for batch in batches:
-            yield _images_of(batch)
-    except IntrospectError as exc:  # from a worker process: keep the one line, drop its traceback
-        last = (str(exc).strip().splitlines() or [""])[-1]
-        if "IntrospectError: " in last:
-            raise IntrospectError(last.split("IntrospectError: ", 1)[1]) from None
-        raise
-    finally:  # stop the worker processes now, not whenever the traceback happens to be collected
-        shutdown = getattr(batches, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
-
-
-def _item(dataset, index: int) -> torch.Tensor:
-    return _images_of(dataset[index])
-
-
-def _length(dataset, limit: int | None) -> int:
-    if isinstance(dataset, torch.Tensor) and dataset.dim() != 4:
-        raise IntrospectError(f"a data set given as a tensor must be N x C x H x W, got shape {tuple(dataset.shape)}; "
-                              "for one image add a batch dimension (x[None])")
-    try:
-        n = len(dataset)
-    except TypeError:
-        raise IntrospectError(
-            "the data set has no length; pass a map-style data set, e.g. ImageFolderDataset"
-        ) from None
-    return min(n, limit) if limit is not None else n
-
-
 def _channel_list(channels, n_maps: int, name: str) -> torch.Tensor:
     chosen = check_channels(channels, n_maps, name, "every map")
     return torch.arange(n_maps) if chosen is None else torch.tensor(sorted(set(chosen)), dtype=torch.int64)
@@ -335,7 +278,7 @@ def mine(model: nn.Module, dataset, layer, k: int = 9, *, channels=None, batch_s
     (not counted) to learn the layer's shape, so every process returns tensors of the same shape.
     """
     name, _ = resolve_layer(model, layer)
-    total = _length(dataset, limit)
+    total = dataset_size(dataset, limit)
     if total == 0:
         raise IntrospectError("the data set is empty; add images")
     indices = None if shard is None else shard_indices(total, batch_size, *shard)
@@ -343,7 +286,8 @@ def mine(model: nn.Module, dataset, layer, k: int = 9, *, channels=None, batch_s
     device = model_device(model)
     running, seen, shape = None, 0, None
     with eval_mode(model), torch.no_grad(), attach(model, [name]) as rec:
-        batches = _batches(dataset, batch_size, workers, limit, indices) if todo else iter([_item(dataset, 0)[None]])
+        batches = (dataset_batches(dataset, batch_size, workers=workers, limit=limit, indices=indices) if todo
+                   else iter([dataset_image(dataset, 0)[None]]))
         for x in batches:
             x = x.to(device, non_blocking=True)
             with readable_errors(x):
@@ -480,7 +424,7 @@ def _project_winners(model, dataset, result: TopK, frame: Frame, shape, batch_si
     while first < len(winners):
         group = winners[first:first + group_size]
         local = {n: i for i, n in enumerate(group)}
-        x = torch.stack([_item(dataset, n) for n in group]).to(device)
+        x = torch.stack([dataset_image(dataset, n) for n in group]).to(device)
         net = Deconvnet(model, x, result.layer, method)
         result.method = net.method
         result.activation_rules.update(net.activation_rules)

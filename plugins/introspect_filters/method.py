@@ -21,6 +21,8 @@ from introspect.plugin import (
     Shown,
     alias_of,
     attach,
+    dataset_batches,
+    dataset_size,
     eval_mode,
     model_device,
     notebook_progress,
@@ -187,35 +189,6 @@ class FiltersResult(Shown):
 # --------------------------------------------------------------------------------------------------
 # the data set pass
 # --------------------------------------------------------------------------------------------------
-def _image_batches(dataset, batch_size: int):
-    """Batches of images: a tensor is sliced, a map-style data set goes through a ``DataLoader``."""
-    if isinstance(dataset, torch.Tensor):
-        for first in range(0, len(dataset), batch_size):
-            yield dataset[first:first + batch_size]
-        return
-    from torch.utils.data import DataLoader
-
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if not isinstance(images, torch.Tensor):
-            raise IntrospectError(f"the data set gives {type(images).__name__} items; "
-                                  "it must give image tensors or (image, label) pairs")
-        yield images
-
-
-def _count(dataset) -> int:
-    if isinstance(dataset, torch.Tensor):
-        if dataset.dim() != 4:
-            raise IntrospectError(f"a data tensor must be (N, C, H, W), got shape {tuple(dataset.shape)}; "
-                                  "add a batch dimension with x[None]")
-        return len(dataset)
-    try:
-        return len(dataset)
-    except TypeError:
-        raise IntrospectError("the data set has no length; pass a map-style data set (e.g. ImageFolderDataset) "
-                              "or an (N, C, H, W) tensor") from None
-
-
 def max_activation(model: nn.Module, layer: str, dataset, batch_size: int = 64,
                    progress: Progress | None = None) -> tuple[torch.Tensor, int]:
     """The largest output of each feature map of ``layer`` over every position of every image.
@@ -226,13 +199,13 @@ def max_activation(model: nn.Module, layer: str, dataset, batch_size: int = 64,
     Returns:
         tuple[Tensor, int]: ``(C_out,)`` float32 maxima (on the CPU) and the number of images.
     """
-    total = _count(dataset)
+    total = dataset_size(dataset)
     if total == 0:
         raise IntrospectError("the data set is empty; add images or leave the data out")
     device = model_device(model)
     best, seen = None, 0
     with eval_mode(model), torch.no_grad(), attach(model, [layer]) as rec:
-        for x in _image_batches(dataset, batch_size):
+        for x in dataset_batches(dataset, batch_size):
             with readable_errors(x):
                 rec.forward(x.to(device), stop=True)
             act = rec.activations[layer]

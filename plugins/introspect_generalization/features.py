@@ -18,7 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from introspect.plugin import IntrospectError, alias_of, aliases, attach, eval_mode, model_device, resolve_layer
+from introspect.plugin import (
+    IntrospectError,
+    alias_of,
+    aliases,
+    attach,
+    dataset_batches,
+    eval_mode,
+    model_device,
+    resolve_layer,
+)
 from introspect_generalization.sampling import is_pair
 
 #: The paper's layers 1..7 (Table 7 rows), by their aliases on the bundled ZFNet/AlexNet models.
@@ -94,16 +103,6 @@ def pool_size(shape: Sequence[int], pool: int | None = None, max_dim: int = MAX_
     return max(1, min(h, w, int(math.isqrt(max_dim // c))))
 
 
-def _images(data, index: torch.Tensor) -> torch.Tensor:
-    if is_pair(data):
-        return data[0][index]
-    items = [data[int(i)][0] for i in index]
-    if not all(isinstance(x, torch.Tensor) for x in items):
-        raise IntrospectError("the data set must give images as tensors (C x H x W), preprocessed for the model; "
-                              "e.g. ImageFolderDataset(root, Preprocess.from_meta(meta_of(model)))")
-    return torch.stack(items)
-
-
 def _flatten(value: torch.Tensor, spec: LayerSpec, rectify: bool) -> torch.Tensor:
     if rectify and spec.name != PIXELS:
         value = value.clamp(min=0)
@@ -122,8 +121,8 @@ def extract(model: nn.Module, data, index: torch.Tensor, specs: list[LayerSpec],
     out: list[list[torch.Tensor]] = [[] for _ in specs]
     with eval_mode(model), torch.no_grad(), contextlib.ExitStack() as stack:
         rec = stack.enter_context(attach(model, names)) if names else None
-        for a in range(0, len(index), batch_size):
-            x = _images(data, index[a:a + batch_size]).to(device)
+        for x in dataset_batches(data[0] if is_pair(data) else data, batch_size, indices=index):
+            x = x.to(device)
             if rec is not None:
                 rec.forward(x, stop=True)
             for i, spec in enumerate(specs):
