@@ -97,7 +97,7 @@ def worker(args) -> None:
     import torch.distributed as dist
     from bench_deconv import photos
 
-    from introspect_deconv.distributed import process_group
+    from introspect.plugin import process_group
     from introspect_deconv.top import top_k
 
     torch.set_num_threads(args.threads)

@@ -24,6 +24,10 @@ Groups (see ``__all__``):
   ``strongest``, ``cut_windows``, ``readable_errors``, ``PROJECTION_MODES``, ``PROJECTION_METHODS``;
 * **occluder sweeps** (incremental inference): ``SweepRunner``, ``Sweep``, ``prepare_engine``,
   ``auto_batch_size``, ``AUTO_BATCH_BYTES``;
+* **several processes** (``torchrun``): ``process_group`` (the group ``torchrun`` asked for),
+  ``launched_world``, ``group_of``, ``Group`` (``rank``, ``world``, ``device``, ``lead``),
+  ``check_ranks`` (one failing rank stops every rank with one line), ``all_gather_tensors``,
+  ``share_object`` (rank 0's decision on every rank), ``DISTRIBUTED_TIMEOUT``;
 * **models**: ``model_device``, ``model_dtype``, ``to_model``, ``refuse_diverged``, ``meta_of``, ``ModelMeta``,
   ``ArchSpec``, ``load_model``, ``get_arch``, ``resolve_device``, ``CHECKPOINT_FORMAT``;
 * **images and occluders**: ``IMAGENET_MEAN``, ``IMAGENET_STD``, ``Preprocess``, ``ImageFolderDataset``, ``read_image``,
@@ -76,6 +80,8 @@ _add("introspect.core.choices", PROJECTION_MODES="MODES", PROJECTION_METHODS="ME
 _add("introspect.core.sweep", "SweepRunner", "Sweep", "prepare_engine", "auto_batch_size", "AUTO_BATCH_BYTES")
 _add("introspect.core.results", "Result", "Progress", "counted", "output_folder", "written", report_progress="report")
 _add("introspect.core.display", "Shown", "drawn_once", "to_pil", "shape_text", "short_list", "notebook_progress")
+_add("introspect.core.distributed", "Group", "launched_world", "group_of", "process_group", "check_ranks",
+     "all_gather_tensors", "share_object", DISTRIBUTED_TIMEOUT="DEFAULT_TIMEOUT")
 _add("introspect.core.device", "model_device", "model_dtype", "to_model", "refuse_diverged")
 _add("introspect.models", "meta_of", "ModelMeta", "ArchSpec", "get_arch")
 _add("introspect.models.load", "load_model", "resolve_device", CHECKPOINT_FORMAT="FORMAT")

@@ -15,9 +15,10 @@ import torch
 from click.testing import CliRunner
 
 from introspect.cli import build_cli
+from introspect.core.distributed import check_ranks, group_of
 from introspect.errors import IntrospectError
 from introspect.models import zfnet
-from introspect_deconv.distributed import check_ranks, group_of, merge_top_k
+from introspect_deconv.distributed import merge_top_k
 from introspect_deconv.top import RunningTopK, mine, shard_indices, top_k
 
 CHILD_TIMEOUT = 120  # seconds; a hang fails the test instead of blocking the suite

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import PROJECTION_METHODS as METHODS
-from introspect.plugin import PROJECTION_MODES as MODES
 from introspect.plugin import (
+    DISTRIBUTED_TIMEOUT,
     IntrospectError,
     PhaseBars,
     emit,
@@ -18,7 +17,8 @@ from introspect.plugin import (
     open_model,
     output_options,
 )
-from introspect_deconv.defaults import DEFAULT_TIMEOUT
+from introspect.plugin import PROJECTION_METHODS as METHODS
+from introspect.plugin import PROJECTION_MODES as MODES
 
 #: Channel numbers stop here when the layer's own count is unknown: no layer has a million maps.
 MAX_CHANNELS = 1 << 20
@@ -166,7 +166,7 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, acti
               help="Use only the first N images of the folder (sorted order; of the whole folder under torchrun).")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
               help="auto: the fast windowed deconvnet for plain conv/pool chains, autograd otherwise.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=1), default=DISTRIBUTED_TIMEOUT, show_default=True,
               help="Under torchrun: seconds a process waits for the others before it gives up.")
 @model_options
 @output_options("introspect-out/top")
@@ -191,7 +191,7 @@ def top_command(model, data_dir, layer, k, channels, batch_size, workers, limit,
       torchrun --nnodes 2 --node-rank R --master-addr HOST --master-port 29500 \\
                --nproc-per-node 8 -m introspect.cli top MODEL DATA_DIR --out DIR
     """
-    from introspect_deconv.distributed import process_group
+    from introspect.plugin import process_group
 
     model, rest = model_and_inputs(model, [data_dir])
     if len(rest) != 1:
@@ -223,12 +223,12 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
         ImageFolderDataset,
         OutputDir,
         Preprocess,
+        check_ranks,
         display_name,
         last_conv_layer,
         meta_of,
         resolve_layer,
     )
-    from introspect_deconv.distributed import check_ranks
     from introspect_deconv.top import top_k
 
     lead = group is None or group.rank == 0

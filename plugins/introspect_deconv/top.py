@@ -27,16 +27,19 @@ from introspect.plugin import (
     Deconvnet,
     Field,
     Frame,
+    Group,
     IntrospectError,
     Shown,
     attach,
     check_channels,
+    check_ranks,
     cut_windows,
     dataset_batches,
     dataset_image,
     dataset_size,
     display_name,
     eval_mode,
+    group_of,
     last_conv_layer,
     layer_field,
     meta_of,
@@ -47,7 +50,7 @@ from introspect.plugin import (
     shape_text,
     strongest,
 )
-from introspect_deconv.distributed import Group, check_ranks, gather_top_k, group_of
+from introspect_deconv.distributed import gather_top_k
 from introspect_deconv.project import receptive_boxes
 
 Progress = Callable[[str, int, int], None]
@@ -400,7 +403,7 @@ def _mine_shard(model, dataset, name: str, k: int, group: Group, options: dict):
         found = mine(model, dataset, name, k, shard=(group.rank, group.world), **options)
     except Exception as exc:  # the other ranks must hear of it, or they wait at the merge
         error = exc
-    check_ranks(error)
+    check_ranks(error, "waiting for every rank to finish mining")
     running, seen, shape = found
     running, seen = gather_top_k(running, seen)
     return running, seen, shape
