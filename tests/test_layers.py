@@ -135,3 +135,49 @@ def test_layer_table_marks_global_layers(make_model):
     assert rows["avgpool"].is_global and rows["fc"].is_global
     assert not rows["layer4"].is_global and rows["layer4"].rf_stride == (32, 32)
     assert rows["conv1"].rf_size == (7, 7)
+
+
+class _Counted(torch.nn.Module):
+    """Counts its calls; refuses inputs of the wrong width (a classifier sized for another input)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width, self.calls = width, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if x.shape[-1] != self.width:
+            raise RuntimeError("wrong width")
+        return x
+
+
+def test_forward_until_stops_at_the_layer_and_removes_its_hook():
+    from introspect.core.layers import StopForward, forward_until
+
+    torch.manual_seed(0)
+    conv, top = torch.nn.Conv2d(3, 4, 3), _Counted(width=7)
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), top)
+    x = torch.randn(2, 3, 9, 9)
+    out = forward_until(model, x, conv)
+    assert torch.equal(out, torch.nn.functional.conv2d(x, conv.weight, conv.bias)) and top.calls == 0
+    assert forward_until(model, x, torch.nn.ReLU()) is None and top.calls == 1  # not in the model: never reached
+
+    def early(module, inputs, output):                                  # a caller's own hook may stop the pass
+        raise StopForward
+    handle = conv.register_forward_hook(early)
+    try:
+        assert forward_until(model, x, model[1]) is None and top.calls == 1
+    finally:
+        handle.remove()
+    assert all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(RuntimeError, match="wrong width"):             # an error inside the pass comes through
+        forward_until(model, torch.randn(1, 3, 11, 11), top)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_receptive_field_with_stop_ignores_the_layers_above():
+    stem = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2))
+    model = torch.nn.Sequential(*stem, _Counted(width=99))
+    with pytest.raises(RuntimeError, match="wrong width"):
+        receptive_field(model, "2", (3, 32, 32))
+    assert receptive_field(model, "2", (3, 32, 32), stop=True) == receptive_field(stem, "2", (3, 32, 32))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from introspect.core.layers import resolve_layer
+from introspect.core.layers import StopForward, forward_until, resolve_layer
 
 
 @contextlib.contextmanager
@@ -34,10 +34,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, flag in flags:
             m.training = flag
-
-
-class _StopForward(Exception):
-    """Raised by the last hook of a truncated forward pass: nothing above it needs computing."""
 
 
 class _RecordHook:
@@ -114,7 +110,7 @@ class Recorder:
         # a copy: an in-place operation after the layer (nn.ReLU(inplace=True)) would overwrite it
         self.activations[name] = value.detach().clone() if self.detach else value.clone()
         if self._stop_after and self._stop_after.issubset(self.activations):
-            raise _StopForward
+            raise StopForward  # the last recorded layer has run: nothing above it needs computing
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name in self.activations:
@@ -126,7 +122,10 @@ class Recorder:
         """Run ``model(x)`` and return its output, clearing earlier activations first.
 
         With ``stop=True`` the forward pass ends as soon as every recorded layer has produced its
-        output (layers above are not computed) and ``None`` is returned.
+        output (layers above are not computed) and ``None`` is returned. The recording hooks raise
+        :class:`~introspect.core.layers.StopForward` themselves, rather than one stop hook on a single
+        target as :func:`~introspect.core.layers.forward_until` places, because which of several layers
+        runs last is known only when the pass has run.
         """
         if self._stack is None:
             raise RuntimeError("Recorder.forward() needs the recorder attached: use `with attach(...)`")
@@ -135,9 +134,7 @@ class Recorder:
             return self.model(x)
         self._stop_after = set(self.names)
         try:
-            self.model(x)
-        except _StopForward:
-            pass
+            forward_until(self.model, x)
         finally:
             self._stop_after = set()
         return None

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from introspect.core.layers import StopForward, forward_until
 from introspect.core.ops import pair as _pair
 from introspect.core.ops import pool_stride
 from introspect.core.rules import ACTIVATIONS, MODULE_TYPES, Rule, activation_type, signal_slope
@@ -364,10 +365,6 @@ def unpool(windows: torch.Tensor, origin: torch.Tensor, image_index: torch.Tenso
 # --------------------------------------------------------------------------------------------------
 # tracing
 # --------------------------------------------------------------------------------------------------
-class _Stop(Exception):
-    """Raised once the chosen layer has produced its output."""
-
-
 class _Between(TorchFunctionMode):
     """Notes any tensor computation that happens between the leaf modules (outside all of them)."""
 
@@ -381,7 +378,7 @@ class _Between(TorchFunctionMode):
             name = getattr(func, "__name__", "")
             if isinstance(out, torch.Tensor) or name.endswith("_"):
                 self.state["broken"] = True
-                raise _Stop  # not a chain: no need to run further
+                raise StopForward  # not a chain: no need to run further
         return out
 
 
@@ -441,7 +438,7 @@ def trace_chain(model: nn.Module, x: torch.Tensor, target: nn.Module) -> Chain |
     """
     leaves = [(n, m) for n, m in model.named_modules() if n and next(m.children(), None) is None]
     steps: list[Step] = []
-    state: dict[str, Any] = {"depth": 0, "broken": False, "done": False, "last": None, "out": None}
+    state: dict[str, Any] = {"depth": 0, "broken": False, "done": False, "last": None}
 
     def enter(module, args):
         state["depth"] += 1
@@ -456,33 +453,27 @@ def trace_chain(model: nn.Module, x: torch.Tensor, target: nn.Module) -> Chain |
                 if (inp is not expected or not _supported(module) or not isinstance(output, torch.Tensor)
                         or output.dim() != 4):
                     state["broken"] = True
-                    raise _Stop  # not a chain: no need to run further
+                    raise StopForward  # not a chain: no need to run further
                 steps.append(_make_step(name, module, inp, output))
                 state["last"] = output
             finally:
                 state["depth"] -= 1
         return leave
 
-    def stop(module, args, output):
-        state["out"] = output
-        state["done"] = True
-        raise _Stop
+    def reached(module, args, output):
+        state["done"] = True  # what still runs while the pass unwinds is no part of the chain
 
     handles = []
     try:
         for name, module in leaves:
             handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(make_leave(name)))
-        handles.append(target.register_forward_hook(stop))
+        handles.append(target.register_forward_hook(reached))
         with torch.no_grad(), _Between(state):
-            try:
-                model(x)
-            except _Stop:
-                pass
+            out = forward_until(model, x, target)  # its stop hook comes last: the hooks above see the output first
     finally:
         for h in handles:
             h.remove()
-    out = state["out"]
     if state["broken"] or not steps or out is None or out is not state["last"]:
         return None
     return Chain(steps, out.detach(), tuple(x.shape[-2:]))

@@ -23,7 +23,7 @@ from torch import nn
 from introspect.core.attach import attach, eval_mode
 from introspect.core.chain import Chain, gather_windows, trace_chain
 from introspect.core.choices import METHODS, MODES  # noqa: E402  (plain values, torch-free)
-from introspect.core.layers import Field, resolve_layer
+from introspect.core.layers import Field, receptive_field, resolve_layer
 from introspect.core.rules import Rule, apply_rule, resolve_rule
 from introspect.errors import IntrospectError
 
@@ -388,48 +388,15 @@ def project_map(model: nn.Module, images: torch.Tensor, layer, channel: int, *, 
     return out
 
 
-class _Reached(Exception):
-    """Raised once the layer of interest has produced its output."""
-
-
-class _UpTo(nn.Module):
-    """``model`` run only as far as ``target``'s output (which it returns)."""
-
-    def __init__(self, model: nn.Module, target: nn.Module):
-        super().__init__()
-        self.model = model
-        self.target = target
-
-    def forward(self, x):
-        seen = {}
-
-        def reached(module, inputs, output):
-            seen["out"] = output
-            raise _Reached
-
-        handle = self.target.register_forward_hook(reached)
-        try:
-            self.model(x)
-        except _Reached:
-            pass
-        finally:
-            handle.remove()
-        if "out" not in seen:
-            raise IntrospectError("the layer did not run in a forward pass; choose another layer")
-        return seen["out"]
-
-
 def layer_field(model: nn.Module, layer, input_size) -> Field:
     """The receptive :class:`Field` of ``layer`` for inputs of ``input_size`` ``(C, H, W)``.
 
-    The same as :func:`introspect.core.receptive_field`, but the traced forward pass stops at the
-    layer, so layers above it (e.g. a classifier sized for another input) need not accept the input.
+    :func:`introspect.core.receptive_field` with ``stop=True`` (the traced forward pass stops at the
+    layer, so layers above it, e.g. a classifier sized for another input, need not accept the input),
+    in eval mode, with a model that cannot run on the input reported in one line.
     """
-    from introspect.core import receptive_field
-
-    name, module = resolve_layer(model, layer)
     with eval_mode(model), readable_errors(torch.empty(1, *input_size)):  # flags restored afterwards
-        return receptive_field(_UpTo(model, module).eval(), "model." + name, tuple(input_size))
+        return receptive_field(model, layer, tuple(input_size), stop=True)
 
 
 __all__ = ["Deconvnet", "Frame", "MODES", "METHODS", "cut_windows", "layer_field", "place", "project_map",

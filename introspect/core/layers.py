@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -353,12 +354,15 @@ class LayerInfo:
         return Field(self.rf_size, self.rf_stride, self.rf_lo, self.is_global)
 
 
-def layer_table(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> list[LayerInfo]:
+def layer_table(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *,
+                until: str | None = None) -> list[LayerInfo]:
     """Trace one forward pass of a zero image and describe every module.
 
     Args:
         model (nn.Module): any module taking an ``N x C x H x W`` image batch.
         input_size (tuple[int, int, int]): ``(C, H, W)`` of the input.
+        until (str | None): a canonical module name: the pass stops at that module's (first) output
+            (:func:`forward_until`), so layers above it need not accept the input.
 
     Returns:
         list[LayerInfo]: one row per named module, in the order of ``named_modules()``; modules that
@@ -385,7 +389,7 @@ def layer_table(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> 
         try:
             with torch.no_grad(), mode:
                 mode.set(x, Field.identity())
-                model(x)
+                forward_until(model, x, dict(named)[until] if until is not None else None)
         finally:
             model.train(was_training)
     finally:
@@ -411,16 +415,61 @@ def layer_table(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> 
 
 
 def receptive_field(
-    model: nn.Module, layer: str | nn.Module, input_size: Sequence[int] = (3, 224, 224)
+    model: nn.Module, layer: str | nn.Module, input_size: Sequence[int] = (3, 224, 224), *, stop: bool = False
 ) -> Field:
-    """The :class:`Field` of the units of ``layer`` for an input of ``input_size`` ``(C, H, W)``."""
+    """The :class:`Field` of the units of ``layer`` for an input of ``input_size`` ``(C, H, W)``.
+
+    With ``stop=True`` the traced pass ends at the layer's first output, so layers above it (a
+    classifier sized for another input, say) need not accept the input.
+    """
     name, _ = resolve_layer(model, layer)
-    for row in layer_table(model, input_size):
+    for row in layer_table(model, input_size, until=name if stop else None):
         if row.name == name:
             if row.field is None:
                 raise IntrospectError(f"layer {name!r} did not run in a forward pass; choose another layer")
             return row.field
     raise IntrospectError(f"layer {name!r} not found")  # unreachable: resolve_layer checked it
+
+
+# --------------------------------------------------------------------------------------------------
+# stopping a forward pass at a layer
+# --------------------------------------------------------------------------------------------------
+class StopForward(Exception):
+    """Raised by a forward hook to end the forward pass there: nothing above it needs computing.
+
+    :func:`forward_until` catches it; a hook of the caller's own may raise it too (to stop once every
+    recorded layer has run, as :meth:`introspect.core.attach.Recorder.forward` does with ``stop=True``,
+    or as soon as the pass turns out to be of no use, as the chain tracer does).
+    """
+
+
+def forward_until(model: nn.Module, x: torch.Tensor, target: nn.Module | None = None) -> Any:
+    """Run ``model(x)`` only as far as ``target``'s output, and return that output.
+
+    The one way introspect stops a forward pass at a layer: a forward hook on ``target`` (registered
+    after the caller's own hooks, so they see its output first) raises :class:`StopForward`, which
+    ends the pass; the hook is removed on return, also after an error. Returns ``None`` when
+    ``target`` did not run before the pass ended -- it finished, or another hook raised
+    :class:`StopForward` first. With ``target=None`` only the caller's hooks can stop the pass.
+
+    Example:
+        >>> conv2 = forward_until(model, x, model.features[3])   # layers above conv2 do not run
+    """
+    reached: list[Any] = []
+
+    def stop(module: nn.Module, inputs: Any, output: Any) -> None:
+        reached.append(output)
+        raise StopForward
+
+    handle = target.register_forward_hook(stop) if target is not None else None
+    try:
+        model(x)
+    except StopForward:
+        pass
+    finally:
+        if handle is not None:
+            handle.remove()
+    return reached[0] if reached else None
 
 
 def iter_leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -432,5 +481,6 @@ def iter_leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 __all__ = [
     "aliases", "layer_names", "resolve_layer", "alias_of", "display_name", "check_channels", "conv_layers",
-    "last_conv_layer", "Field", "LayerInfo", "layer_table", "receptive_field", "iter_leaves"
+    "last_conv_layer", "Field", "LayerInfo", "layer_table", "receptive_field", "iter_leaves", "StopForward",
+    "forward_until"
 ]
