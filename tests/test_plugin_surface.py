@@ -82,3 +82,27 @@ def test_every_surface_name_resolves_and_its_module_declares_all():
 def test_an_unknown_surface_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         surface.nothing  # noqa: B018
+
+
+def declared_for_type_checkers(source: str) -> dict[str, tuple[str, str]]:
+    """name -> (module, name there) of every ``from X import Y as Z`` in the ``if TYPE_CHECKING:``
+    blocks of ``source``."""
+    declared = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom):
+                    for alias in statement.names:
+                        declared[alias.asname or alias.name] = (statement.module or "", alias.name)
+    return declared
+
+
+def test_the_surface_is_declared_for_type_checkers_as_it_is_loaded():
+    source = Path(surface.__file__).read_text()
+    assert declared_for_type_checkers(source) == surface._SOURCES
+    assert sorted(declared_for_type_checkers(source)) == surface.__all__
+    # the check can fail: a name left out, or one drawn from another module
+    first = next(line for line in source.splitlines() if line.startswith("    from introspect.core.attach import"))
+    assert declared_for_type_checkers(source.replace(first + "\n", "")) != surface._SOURCES
+    moved = source.replace(first, first.replace("introspect.core.attach", "introspect.core.layers"))
+    assert declared_for_type_checkers(moved) != surface._SOURCES
