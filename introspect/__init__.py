@@ -72,7 +72,7 @@ if TYPE_CHECKING:  # the bundled methods, for type checkers and IDEs (at run tim
     from introspect.training.run import train as train
     from introspect_attribute.method import attribute as attribute
     from introspect_correspondence.method import correspondence as correspondence
-    from introspect_deconv.project import project as project
+    from introspect_deconv.projection import project as project
     from introspect_deconv.top import top_k as top_k
     from introspect_evolution.method import feature_evolution as feature_evolution
     from introspect_filters.method import first_layer_filters as first_layer_filters

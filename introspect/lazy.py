@@ -11,7 +11,7 @@ import types
 
 class _LazyPackage(types.ModuleType):
     """A package whose listed names are imported from their modules on first use. A name that is also
-    the name of a submodule (``introspect_deconv.project``, the function in ``project.py``) keeps
+    the name of a submodule (``introspect.core.attach``, the function in ``attach.py``) keeps
     meaning the function: the import system's binding of the submodule onto the package is ignored.
     ``dir()`` does not list the names before they are used (pluggy reads every attribute ``dir()``
     lists when it registers a plugin)."""

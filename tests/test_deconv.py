@@ -1,4 +1,4 @@
-"""Deconvnet projections (introspect_deconv.project): hand-computed cases, captum, both paths."""
+"""Deconvnet projections (introspect_deconv.projection): hand-computed cases, captum, both paths."""
 from __future__ import annotations
 
 import numpy as np

@@ -106,3 +106,27 @@ def test_the_surface_is_declared_for_type_checkers_as_it_is_loaded():
     assert declared_for_type_checkers(source.replace(first + "\n", "")) != surface._SOURCES
     moved = source.replace(first, first.replace("introspect.core.attach", "introspect.core.layers"))
     assert declared_for_type_checkers(moved) != surface._SOURCES
+
+
+def test_plugin_packages_have_one_style_of_init():
+    """Every bundled plugin's ``__init__``: hook implementations, methods registered by
+    ``"package.module:function"``, re-exported names loaded by ``lazy_exports`` and declared for type
+    checkers (the same names), no hand-written ``__getattr__``, no module named like a function."""
+    checked = 0
+    for package in sorted(ROOT.glob("plugins/introspect_*")):
+        if package.name == "introspect_timm":  # an architecture provider in one module (no method)
+            continue
+        source = (package / "__init__.py").read_text()
+        tree = ast.parse(source)
+        assert not [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"], package.name
+        paths = [call.args[1].value for call in ast.walk(tree) if isinstance(call, ast.Call)
+                 and getattr(call.func, "id", None) == "register" and isinstance(call.args[1], ast.Constant)]
+        assert paths and all(":" in p and "." in p.split(":")[0] for p in paths), (package.name, paths)
+        loaded = importlib.import_module(package.name)
+        lazy = dict(getattr(loaded, "_lazy_names", {}))
+        declared = declared_for_type_checkers(source)
+        assert {name: module for name, (module, _) in declared.items()} == lazy, package.name
+        assert set(lazy) <= set(loaded.__all__), package.name
+        assert not [n for n in lazy if (package / f"{n}.py").exists()], package.name
+        checked += 1
+    assert checked >= 10

@@ -79,11 +79,12 @@ def test_the_check_sees_torch_once_a_method_is_used():
 
 
 def test_lazy_names_stay_functions_when_their_modules_are_imported_first():
-    """``introspect_deconv.project``, ``introspect.models.zfnet`` and ``introspect.core.attach`` are
-    functions named like their modules: importing the module first must not replace the function."""
+    """``introspect.models.zfnet`` and ``introspect.core.attach`` are functions named like their
+    modules: importing the module first must not replace the function (nor the plugin's modules its
+    lazily exported functions)."""
     found = run_python("""
         import inspect, json
-        import introspect.core.attach, introspect.models.zfnet, introspect_deconv.project, introspect_deconv.top
+        import introspect.core.attach, introspect.models.zfnet, introspect_deconv.projection, introspect_deconv.top
         from introspect.core import attach
         from introspect.models import zfnet
         from introspect_deconv import project, top_k
@@ -95,9 +96,9 @@ def test_lazy_names_stay_functions_when_their_modules_are_imported_first():
     """)
     assert found == {
         "attach": [True, "introspect.core.attach"], "zfnet": [True, "introspect.models.zfnet"],
-        "project": [True, "introspect_deconv.project"], "top_k": [True, "introspect_deconv.top"],
+        "project": [True, "introspect_deconv.projection"], "top_k": [True, "introspect_deconv.top"],
         "introspect.attach": [True, "introspect.core.attach"], "core.attach": [True, "introspect.core.attach"],
-        "models.zfnet": [True, "introspect.models.zfnet"], "deconv.project": [True, "introspect_deconv.project"],
+        "models.zfnet": [True, "introspect.models.zfnet"], "deconv.project": [True, "introspect_deconv.projection"],
     }
 
 

@@ -9,7 +9,13 @@ Registers the method ``introspect.attribute(model, images, *, method, ...)`` (se
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_attribute.method import AttributionResult as AttributionResult
+    from introspect_attribute.method import attribute as attribute
 
 
 @hookimpl
@@ -25,4 +31,7 @@ def register_commands(cli):
     cli.add_command(attribute_command)
 
 
-__all__ = ["register_methods", "register_commands"]
+# torch is imported on first use of these names
+lazy_exports(__name__, dict.fromkeys(["attribute", "AttributionResult"], "introspect_attribute.method"))
+
+__all__ = ["attribute", "AttributionResult", "register_methods", "register_commands"]

@@ -36,7 +36,7 @@ from introspect.plugin import (
     resolve_layer,
     short_list,
 )
-from introspect_correspondence.delta import hamming_matrix, pair_stats, sign_pattern
+from introspect_correspondence.measure import hamming_matrix, pair_stats, sign_pattern
 from introspect_correspondence.parts import boxes_per_image, check_box, load_parts
 
 PAPER_LAYERS = ("relu5", "relu7")

@@ -3,11 +3,15 @@
 Python API (also ``introspect.project`` and ``introspect.top_k``, registered through the
 ``register_methods`` hook)::
 
-    result = project(model, images, "conv5")            # Projection: the 9 strongest maps per image
-    result = project(model, images, "conv5", channels=[17], mode="map")
-    top = top_k(model, dataset, "conv5", k=9)           # TopK: per map, 9 images, projected
+    result = project(model, images, layer="conv5")      # Projection: the 9 strongest maps per image
+    result = project(model, images, layer="conv5", channels=[17], mode="map")
+    top = top_k(model, dataset, layer="conv5", k=9)     # TopK: per map, 9 images, projected
 
-Commands: ``introspect deconv [MODEL] [IMAGE]...`` and ``introspect top MODEL DATA_DIR``.
+Commands: ``introspect deconv [MODEL] [IMAGE]...`` and ``introspect top MODEL DATA_DIR``. The modules:
+:mod:`~introspect_deconv.projection` (``project`` and its result), :mod:`~introspect_deconv.top`
+(``top_k``: the streaming pass and the projection of the winners), :mod:`~introspect_deconv.distributed`
+(the exact merge of several processes' top-k), :mod:`~introspect_deconv.figure` (the pictures) and
+:mod:`~introspect_deconv.command` (the CLI).
 
 How the deconvnet treats each kind of layer on the way down (the ``deconvnet`` rule of
 :mod:`introspect.core.rules`):
@@ -31,8 +35,8 @@ from typing import TYPE_CHECKING
 from introspect.plugin import hookimpl, lazy_exports
 
 if TYPE_CHECKING:
-    from introspect_deconv.project import Projection as Projection
-    from introspect_deconv.project import project as project
+    from introspect_deconv.projection import Projection as Projection
+    from introspect_deconv.projection import project as project
     from introspect_deconv.top import RunningTopK as RunningTopK
     from introspect_deconv.top import TopK as TopK
     from introspect_deconv.top import top_k as top_k
@@ -40,8 +44,9 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_methods(register):
-    register("project", "introspect_deconv:project", "Deconvnet projections of feature maps to pixel space (Sec. 2.1)")
-    register("top_k", "introspect_deconv:top_k",
+    register("project", "introspect_deconv.projection:project",
+             "Deconvnet projections of feature maps to pixel space (Sec. 2.1)")
+    register("top_k", "introspect_deconv.top:top_k",
              "Top-k activations of each feature map over a data set, projected (Fig. 2)")
 
 
@@ -53,9 +58,8 @@ def register_commands(cli):
     cli.add_command(top_command)
 
 
-# torch is imported on first use of these names; `project` and `top_k` stay the functions although
-# they shadow their modules
-lazy_exports(__name__, {**dict.fromkeys(["Projection", "project"], "introspect_deconv.project"),
+# torch is imported on first use of these names
+lazy_exports(__name__, {**dict.fromkeys(["Projection", "project"], "introspect_deconv.projection"),
                         **dict.fromkeys(["RunningTopK", "TopK", "top_k"], "introspect_deconv.top")})
 
 __all__ = ["project", "top_k", "Projection", "TopK", "RunningTopK", "register_methods", "register_commands"]

@@ -107,7 +107,7 @@ def deconv_command(model, images, layers, channels, top_maps, mode, method, acti
         resolve_layer,
     )
     from introspect_deconv.figure import save_projections
-    from introspect_deconv.project import project
+    from introspect_deconv.projection import project
 
     rule = parse_activation_rules("deconvnet", activation_rules)
 

@@ -83,7 +83,7 @@ def label(name: str, channel: int, activation: float, image: int | None = None) 
 # project
 # --------------------------------------------------------------------------------------------------
 def projection_figure(result, ncols: int = 3) -> np.ndarray:
-    """The grid of a :class:`~introspect_deconv.project.Projection`: each projection beside its
+    """The grid of a :class:`~introspect_deconv.projection.Projection`: each projection beside its
     image patch, labelled with layer, channel and activation."""
     several = int(result.image_index.max()) > 0 if len(result) else False
     sides = [max(y1 - y0, x1 - x0) if y1 > y0 and x1 > x0 else max(result.inputs.shape[-2:])
@@ -112,7 +112,7 @@ def save_projections(results: Sequence, out) -> list[Path]:
 
 
 def _write_projections(results: Sequence, od) -> list[str]:
-    from introspect_deconv.project import file_stem
+    from introspect_deconv.projection import file_stem
 
     names = []
     for result in results:

@@ -51,7 +51,7 @@ from introspect.plugin import (
     strongest,
 )
 from introspect_deconv.distributed import gather_top_k
-from introspect_deconv.project import receptive_boxes
+from introspect_deconv.projection import receptive_boxes
 
 Progress = Callable[[str, int, int], None]
 
@@ -129,7 +129,7 @@ class TopK(Shown):
         method (str | None): the projection path, ``"chain"`` or ``"autograd"``.
         mean, std (tuple): the input normalization, to show patches.
         activation_rules (dict[str, str]): the rule each activation type on the way down got (see
-            :class:`introspect_deconv.project.Projection`); empty when not projected.
+            :class:`introspect_deconv.projection.Projection`); empty when not projected.
     """
 
     layer: str

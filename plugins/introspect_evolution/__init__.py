@@ -9,7 +9,14 @@ the checkpoints of a run, their epochs, checking they belong together), :mod:`~i
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_evolution.method import EvolutionResult as EvolutionResult
+    from introspect_evolution.method import LayerEvolution as LayerEvolution
+    from introspect_evolution.method import feature_evolution as feature_evolution
 
 
 @hookimpl
@@ -25,12 +32,8 @@ def register_commands(cli):
     cli.add_command(evolution_command)
 
 
-def __getattr__(name: str):
-    if name in ("feature_evolution", "EvolutionResult", "LayerEvolution"):
-        from introspect_evolution import method
-
-        return getattr(method, name)
-    raise AttributeError(f"module 'introspect_evolution' has no attribute {name!r}")
-
+# torch is imported on first use of these names
+lazy_exports(__name__, dict.fromkeys(["feature_evolution", "EvolutionResult", "LayerEvolution"],
+                                     "introspect_evolution.method"))
 
 __all__ = ["feature_evolution", "EvolutionResult", "LayerEvolution", "register_methods", "register_commands"]

@@ -9,7 +9,13 @@ filters' power spectrum and the share of energy above a frequency), :mod:`~intro
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_filters.method import FiltersResult as FiltersResult
+    from introspect_filters.method import first_layer_filters as first_layer_filters
 
 
 @hookimpl
@@ -25,12 +31,7 @@ def register_commands(cli):
     cli.add_command(filters_command)
 
 
-def __getattr__(name: str):
-    if name in ("first_layer_filters", "FiltersResult"):
-        from introspect_filters import method
-
-        return getattr(method, name)
-    raise AttributeError(f"module 'introspect_filters' has no attribute {name!r}")
-
+# torch is imported on first use of these names
+lazy_exports(__name__, dict.fromkeys(["first_layer_filters", "FiltersResult"], "introspect_filters.method"))
 
 __all__ = ["first_layer_filters", "FiltersResult", "register_methods", "register_commands"]

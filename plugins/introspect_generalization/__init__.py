@@ -11,7 +11,13 @@ trained with L-BFGS), :mod:`~introspect_generalization.method` (the analysis and
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_generalization.method import GeneralizationResult as GeneralizationResult
+    from introspect_generalization.method import feature_generalization as feature_generalization
 
 
 @hookimpl
@@ -27,12 +33,8 @@ def register_commands(cli):
     cli.add_command(generalization_command)
 
 
-def __getattr__(name: str):
-    if name in ("feature_generalization", "GeneralizationResult"):
-        from introspect_generalization import method
-
-        return getattr(method, name)
-    raise AttributeError(f"module 'introspect_generalization' has no attribute {name!r}")
-
+# torch is imported on first use of these names
+lazy_exports(__name__, dict.fromkeys(["feature_generalization", "GeneralizationResult"],
+                                     "introspect_generalization.method"))
 
 __all__ = ["feature_generalization", "GeneralizationResult", "register_methods", "register_commands"]

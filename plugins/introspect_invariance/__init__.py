@@ -9,7 +9,13 @@ and its result), :mod:`~introspect_invariance.figure` (plots, the Fig. 5 row, th
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_invariance.method import InvarianceResult as InvarianceResult
+    from introspect_invariance.method import invariance as invariance
 
 
 @hookimpl
@@ -26,12 +32,7 @@ def register_commands(cli):
     cli.add_command(invariance_command)
 
 
-def __getattr__(name: str):
-    if name in ("invariance", "InvarianceResult"):
-        from introspect_invariance import method
-
-        return getattr(method, name)
-    raise AttributeError(f"module 'introspect_invariance' has no attribute {name!r}")
-
+# torch is imported on first use of these names
+lazy_exports(__name__, dict.fromkeys(["invariance", "InvarianceResult"], "introspect_invariance.method"))
 
 __all__ = ["invariance", "InvarianceResult", "register_methods", "register_commands"]

@@ -2,13 +2,19 @@
 
 Registers the method ``introspect.occlusion(model, images, *, ...)`` (see
 :func:`introspect_occlusion.method.occlusion`) and the command ``introspect occlusion [MODEL] [IMAGE]``.
-The modules: :mod:`~introspect_occlusion.method` (the sweep and its result),
-:mod:`~introspect_occlusion.incremental` (incremental inference on the ``torch.fx`` graph),
-:mod:`~introspect_occlusion.figure` (the panels) and :mod:`~introspect_occlusion.command` (the CLI).
+The modules: :mod:`~introspect_occlusion.method` (the sweep and its result; incremental inference
+is the core's, :mod:`introspect.core.sweep`), :mod:`~introspect_occlusion.figure` (the panels) and
+:mod:`~introspect_occlusion.command` (the CLI).
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_occlusion.method import OcclusionResult as OcclusionResult
+    from introspect_occlusion.method import occlusion as occlusion
 
 
 @hookimpl
@@ -24,12 +30,7 @@ def register_commands(cli):
     cli.add_command(occlusion_command)
 
 
-def __getattr__(name: str):
-    if name in ("occlusion", "OcclusionResult"):
-        from introspect_occlusion import method
-
-        return getattr(method, name)
-    raise AttributeError(f"module 'introspect_occlusion' has no attribute {name!r}")
-
+# torch is imported on first use of these names
+lazy_exports(__name__, dict.fromkeys(["occlusion", "OcclusionResult"], "introspect_occlusion.method"))
 
 __all__ = ["occlusion", "OcclusionResult", "register_methods", "register_commands"]

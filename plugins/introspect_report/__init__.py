@@ -10,7 +10,13 @@ The modules: :mod:`~introspect_report.data` (images and layers), :mod:`~introspe
 """
 from __future__ import annotations
 
-from introspect.plugin import hookimpl
+from typing import TYPE_CHECKING
+
+from introspect.plugin import hookimpl, lazy_exports
+
+if TYPE_CHECKING:
+    from introspect_report.method import Report as Report
+    from introspect_report.method import report as report
 
 
 @hookimpl
@@ -26,12 +32,7 @@ def register_commands(cli):
     cli.add_command(report_command)
 
 
-def __getattr__(name: str):
-    if name in ("report", "Report"):
-        from introspect_report import method
+# torch is imported on first use of these names
+lazy_exports(__name__, dict.fromkeys(["report", "Report"], "introspect_report.method"))
 
-        return getattr(method, name)
-    raise AttributeError(f"module 'introspect_report' has no attribute {name!r}")
-
-
-__all__ = ["Report", "register_commands", "register_methods", "report"]
+__all__ = ["report", "Report", "register_methods", "register_commands"]
