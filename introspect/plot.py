@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,23 @@ def line_plot(x: Any, series: Mapping[str, Any], *, title: str = "", xlabel: str
         >>> img.shape
         (320, 480, 3)
     """
+    xs, ys = _checked_series(x, series)
+    _check_options(size, ylim, legend)
+    axes = _Axes.fit(xs, ys, size, ylim, legend, bool(title), bool(xlabel), bool(ylabel))
+    canvas = Image.new("RGB", axes.size, (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    _draw_frame(draw, axes, title, xlabel, ylabel)
+    entries = _draw_curves(canvas, axes, xs, ys, markers)
+    if legend != "none":
+        _draw_legend(draw, axes, entries, legend)
+    return np.asarray(canvas).copy()
+
+
+_INK, _GREY = (0, 0, 0), (225, 225, 225)
+
+
+def _checked_series(x: Any, series: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``x`` and every series as float64 vectors of one length; anything else is one error line."""
     xs = _as_numpy(x).astype(np.float64).reshape(-1)
     if xs.size == 0:
         raise IntrospectError("line_plot needs at least one x value; pass a non-empty x")
@@ -96,6 +114,10 @@ def line_plot(x: Any, series: Mapping[str, Any], *, title: str = "", xlabel: str
         if v.shape != xs.shape:
             raise IntrospectError(f"series {name!r} has {v.size} values for {xs.size} x values; give one y per x")
         ys[name] = v
+    return xs, ys
+
+
+def _check_options(size: tuple[int, int], ylim: tuple[float, float] | None, legend: str) -> None:
     if legend not in ("inside", "right", "none"):
         raise IntrospectError(f"unknown legend placement {legend!r}; use inside, right or none")
     if ylim is not None and not (len(ylim) == 2 and all(math.isfinite(float(v)) for v in ylim)
@@ -104,60 +126,93 @@ def line_plot(x: Any, series: Mapping[str, Any], *, title: str = "", xlabel: str
     width, height = size
     if width < 160 or height < 120:
         raise IntrospectError(f"plot size {size} is too small; use at least (160, 120)")
-    x_lo, x_hi = float(xs.min()), float(xs.max())
-    if x_hi <= x_lo:
-        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
-    y_lo, y_hi = _limits(np.concatenate(list(ys.values())), ylim)
 
+
+@dataclass
+class _Axes:
+    """Where the axes box lies in the picture (pixels), the data ranges it shows, and their ticks."""
+
+    size: tuple[int, int]
+    left: float
+    top: float
+    right: float
+    bottom: float
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    x_ticks: list[float]
+    y_ticks: list[float]
+    legend_width: int
+
+    @classmethod
+    def fit(cls, xs: np.ndarray, ys: dict[str, np.ndarray], size: tuple[int, int], ylim, legend: str,
+            title: bool, xlabel: bool, ylabel: bool) -> _Axes:
+        """The axes box that leaves room for tick labels, title, axis labels and a legend on the right."""
+        width, height = size
+        x_lo, x_hi = float(xs.min()), float(xs.max())
+        if x_hi <= x_lo:
+            x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+        y_lo, y_hi = _limits(np.concatenate(list(ys.values())), ylim)
+        _, th = text_size("0")
+        y_ticks = [t for t in nice_ticks(y_lo, y_hi) if y_lo - 1e-12 <= t <= y_hi + 1e-12]
+        x_ticks = [t for t in nice_ticks(x_lo, x_hi, 6) if x_lo - 1e-12 <= t <= x_hi + 1e-12]
+        left = 10 + max(text_size(_label(t))[0] for t in y_ticks) + 6
+        top = 8 + (th + 6 if title else 0) + (th + 4 if ylabel else 0)
+        legend_width = max(text_size(str(n))[0] for n in ys) + 24
+        right = width - 12 - (legend_width if legend == "right" else 0)
+        bottom = height - (8 + th + 6 + (th + 4 if xlabel else 0))
+        if right - left < 40 or bottom - top < 40:
+            raise IntrospectError(f"plot size {size} leaves no room for the axes; make it larger")
+        return cls((int(width), int(height)), left, top, right, bottom, (x_lo, x_hi), (y_lo, y_hi), x_ticks, y_ticks,
+                   legend_width)
+
+    def px(self, v: float) -> float:
+        x_lo, x_hi = self.x_range
+        return self.left + (v - x_lo) / (x_hi - x_lo) * (self.right - self.left)
+
+    def py(self, v: float) -> float:
+        y_lo, y_hi = self.y_range
+        return self.bottom - (v - y_lo) / (y_hi - y_lo) * (self.bottom - self.top)
+
+
+def _draw_frame(draw: ImageDraw.ImageDraw, axes: _Axes, title: str, xlabel: str, ylabel: str) -> None:
+    """Grid lines, ticks and their labels, the axes box, the title and the axis labels."""
+    width, height = axes.size
+    left, top, right, bottom = axes.left, axes.top, axes.right, axes.bottom
     _, th = text_size("0")
-    y_ticks = [t for t in nice_ticks(y_lo, y_hi) if y_lo - 1e-12 <= t <= y_hi + 1e-12]
-    x_ticks = [t for t in nice_ticks(x_lo, x_hi, 6) if x_lo - 1e-12 <= t <= x_hi + 1e-12]
-    left = 10 + max(text_size(_label(t))[0] for t in y_ticks) + 6
-    top = 8 + (th + 6 if title else 0) + (th + 4 if ylabel else 0)
-    legend_w = max(text_size(str(n))[0] for n in ys) + 24
-    right = width - 12 - (legend_w if legend == "right" else 0)
-    bottom = height - (8 + th + 6 + (th + 4 if xlabel else 0))
-    if right - left < 40 or bottom - top < 40:
-        raise IntrospectError(f"plot size {size} leaves no room for the axes; make it larger")
-
-    def px(v: float) -> float:
-        return left + (v - x_lo) / (x_hi - x_lo) * (right - left)
-
-    def py(v: float) -> float:
-        return bottom - (v - y_lo) / (y_hi - y_lo) * (bottom - top)
-
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
     font = _font()
-    grey, ink = (225, 225, 225), (0, 0, 0)
-    for t in y_ticks:
-        y = py(t)
-        draw.line([(left, y), (right, y)], fill=grey)
+    for t in axes.y_ticks:
+        y = axes.py(t)
+        draw.line([(left, y), (right, y)], fill=_GREY)
         w, _ = text_size(_label(t))
-        draw.text((left - 4 - w, y - th / 2), _label(t), fill=ink, font=font)
-    for t in x_ticks:
-        x0 = px(t)
-        draw.line([(x0, bottom), (x0, bottom + 3)], fill=ink)
+        draw.text((left - 4 - w, y - th / 2), _label(t), fill=_INK, font=font)
+    for t in axes.x_ticks:
+        x0 = axes.px(t)
+        draw.line([(x0, bottom), (x0, bottom + 3)], fill=_INK)
         w, _ = text_size(_label(t))
-        draw.text((x0 - w / 2, bottom + 5), _label(t), fill=ink, font=font)
-    draw.rectangle([left, top, right, bottom], outline=ink)
+        draw.text((x0 - w / 2, bottom + 5), _label(t), fill=_INK, font=font)
+    draw.rectangle([left, top, right, bottom], outline=_INK)
     if title:
         w, _ = text_size(title)
-        draw.text(((width - w) / 2, 6), title, fill=ink, font=font)
+        draw.text(((width - w) / 2, 6), title, fill=_INK, font=font)
     if ylabel:
-        draw.text((6, top - th - 4), ylabel, fill=ink, font=font)
+        draw.text((6, top - th - 4), ylabel, fill=_INK, font=font)
     if xlabel:
         w, _ = text_size(xlabel)
-        draw.text(((left + right - w) / 2, height - th - 6), xlabel, fill=ink, font=font)
+        draw.text(((left + right - w) / 2, height - th - 6), xlabel, fill=_INK, font=font)
 
-    # curves go on their own layer, pasted inside the axes (and the 3 pixels of a marker around
-    # them) only: values outside ``ylim`` are clipped
-    curves = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+
+def _draw_curves(canvas: Image.Image, axes: _Axes, xs: np.ndarray, ys: dict[str, np.ndarray],
+                 markers: bool) -> list[tuple[str, tuple[int, int, int]]]:
+    """Every series as a line (broken at NaN) with optional dots; returns the legend entries.
+
+    The curves go on their own layer, pasted inside the axes (and the 3 pixels of a marker around
+    them) only: values outside ``ylim`` are clipped."""
+    curves = Image.new("RGBA", axes.size, (0, 0, 0, 0))
     pen = ImageDraw.Draw(curves)
     entries = []
     for i, (name, v) in enumerate(ys.items()):
         color = PALETTE[i % len(PALETTE)]
-        points = [(px(a), py(b)) if np.isfinite(b) else None for a, b in zip(xs, v)]
+        points = [(axes.px(a), axes.py(b)) if np.isfinite(b) else None for a, b in zip(xs, v)]
         run: list = []
         for p in points + [None]:
             if p is None:
@@ -171,17 +226,21 @@ def line_plot(x: Any, series: Mapping[str, Any], *, title: str = "", xlabel: str
                 if p is not None:
                     pen.ellipse([p[0] - 2.5, p[1] - 2.5, p[0] + 2.5, p[1] + 2.5], fill=color)
         entries.append((str(name), color))
-    box = (int(left) - 3, int(top) - 3, int(right) + 4, int(bottom) + 4)
+    box = (int(axes.left) - 3, int(axes.top) - 3, int(axes.right) + 4, int(axes.bottom) + 4)
     inside = curves.crop(box)
     canvas.paste(inside, box[:2], inside)
-    if legend == "none":
-        return np.asarray(canvas).copy()
+    return entries
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, axes: _Axes, entries: list, legend: str) -> None:
+    """A line of each series' colour and its name: in the top right corner of the axes, or right of them."""
+    _, th = text_size("0")
+    font = _font()
     for i, (name, color) in enumerate(entries):
-        y = top + 6 + i * (th + 4)
-        x0 = right - legend_w - 4 if legend == "inside" else right + 10
+        y = axes.top + 6 + i * (th + 4)
+        x0 = axes.right - axes.legend_width - 4 if legend == "inside" else axes.right + 10
         draw.line([(x0, y + th / 2), (x0 + 14, y + th / 2)], fill=color, width=2)
-        draw.text((x0 + 18, y), name, fill=ink, font=font)
-    return np.asarray(canvas).copy()
+        draw.text((x0 + 18, y), name, fill=_INK, font=font)
 
 
 def table_image(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> np.ndarray:
