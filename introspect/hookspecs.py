@@ -21,9 +21,11 @@ def register_methods(register):
     """Contribute analysis methods to the Python API.
 
     :param register: ``register(name, func, description="")``; call it once per method. ``func`` is
-        a plain function ``func(model, images_or_dataset, *, ...)`` (options keyword-only) returning
-        a result with ``to_dict()`` and ``save(out)``; it becomes ``introspect.methods()[name]`` and
-        ``introspect.<name>``. A name of the core (``load_model``, ``images``, ...) is refused.
+        a plain function ``func(model, images_or_dataset, *, ...)`` (options keyword-only; the
+        bundled ``feature_evolution`` takes checkpoints first, the documented exception) returning a
+        result with ``to_dict()`` and ``save(out) -> list[Path]`` (:class:`introspect.plugin.Result`);
+        it becomes ``introspect.methods()[name]`` and ``introspect.<name>``. A name of the core
+        (``load_model``, ``images``, ...) or one another plugin registered first is refused.
         ``func`` may also be an import path ``"package.module:name"`` (then ``description`` is
         required): the module is imported when the method is first used, so listing plugins and
         building the help import no torch.

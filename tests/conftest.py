@@ -18,7 +18,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def build(name: str) -> torch.nn.Module:
-    """A model with fixed random weights in eval mode: zfnet, alexnet (paper's), alexnet_tv, vgg11, resnet18."""
+    """A model with fixed random weights in eval mode: zfnet, zfnet_nolrn, alexnet (paper's), alexnet_tv,
+    vgg11, resnet18 (10 classes each)."""
     from introspect.models import alexnet, zfnet
 
     torch.manual_seed(0)

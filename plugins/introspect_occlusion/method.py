@@ -4,7 +4,8 @@ Zeiler & Fergus (Sec. 4.2, Fig. 7) slide a grey square over the image and, at ev
 (b) the total activation of the strongest feature map of a layer, (d) the probability of the correct
 class and (e) the most probable class; (c) is the deconvnet projection of that feature map for the
 unoccluded image. Here one pass per position gives all of them, for any number of target classes and
-layers, and the pass is incremental (see :mod:`introspect_occlusion.incremental`).
+layers, and the pass is incremental where that pays (:mod:`introspect.core.incremental`, chosen per
+sweep by :mod:`introspect.core.sweep`).
 """
 from __future__ import annotations
 
