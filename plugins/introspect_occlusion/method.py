@@ -31,6 +31,7 @@ from introspect.plugin import (
     drawn_once,
     eval_mode,
     fill_image,
+    image_batch,
     last_conv_layer,
     meta_of,
     notebook_progress,
@@ -475,13 +476,8 @@ class _Run:
 
 def _check_arguments(model, image, size, stride, fill, batch_size, approximate, layers, mean, std) -> _Arguments:
     """Every argument checked (one-line errors), the image batched and on the model's device."""
-    if not isinstance(image, torch.Tensor):
-        raise IntrospectError(f"image must be a tensor (1 x C x H x W), got {type(image).__name__}; "
-                              "load it with introspect.load_image")
-    x = image.detach()
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[0] != 1:
+    x = image_batch(image)
+    if x.shape[0] != 1:
         raise IntrospectError(f"occlusion takes one image (1 x C x H x W), got shape {tuple(image.shape)}; "
                               "pass image[i:i+1]")
     if fill not in FILLS:
