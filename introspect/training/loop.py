@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from introspect.core.device import model_device
 from introspect.core.display import Shown
 from introspect.core.results import Progress
 from introspect.errors import IntrospectError
@@ -119,7 +120,7 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     loss_sum, correct, count = 0.0, 0, 0
     try:
         for images, labels in _batches(dataset, torch.arange(len(dataset)), batch_size, workers):
@@ -221,7 +222,7 @@ def train_model(
     input_size = tuple(int(v) for v in input_size)
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     classes = list(train_set.classes)
-    device = next(model.parameters()).device
+    device = model_device(model)
     transform = BatchTransform(input_size, mean, std, pad=config.crop_pad, flip=config.flip)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -316,7 +317,7 @@ def _train_epoch(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed + 1)  # dropout masks (all devices); the caller forked the RNG state
     order = torch.randperm(len(train_set), generator=generator)
-    device = next(model.parameters()).device
+    device = model_device(model)
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
