@@ -248,6 +248,24 @@ def open_images(model: torch.nn.Module, paths) -> tuple[torch.Tensor, list[Path]
     return load_images(paths, pre).to(device), paths
 
 
+def data_folder(folder) -> Path:
+    """``--data FOLDER``, or the bundled images (with a note saying so) when it is not given."""
+    if folder is not None:
+        return Path(folder)
+    folder = bundled_image_dir()
+    note(f"no --data given: using the bundled images in {folder}")
+    return folder
+
+
+def open_dataset(model: torch.nn.Module, folder):
+    """The images of ``folder`` (flat or one subfolder per class) as an ``ImageFolderDataset``
+    preprocessed for ``model``; hidden files and folders introspect wrote are skipped."""
+    from introspect.images import ImageFolderDataset, Preprocess
+    from introspect.models import meta_of
+
+    return ImageFolderDataset(folder, Preprocess.from_meta(meta_of(model)))
+
+
 class PhaseBars:
     """Progress bars on stderr, one per phase of a long computation, for methods that report
     ``progress(phase, done, total)``: pass the object as ``progress`` and call :meth:`close` at the end.
@@ -451,5 +469,5 @@ if __name__ == "__main__":  # pragma: no cover
 __all__ = [
     "IntrospectGroup", "model_options", "output_options", "bundled_image_dir", "bundled_image", "note",
     "open_model", "open_images", "PhaseBars", "emit", "emit_result", "build_cli", "main", "model_and_inputs",
-    "model_settings", "parse_arch_args",
+    "model_settings", "parse_arch_args", "data_folder", "open_dataset",
 ]

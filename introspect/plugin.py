@@ -40,6 +40,8 @@ Groups (see ``__all__``):
 * **classes**: ``resolve_target``, ``resolve_targets`` (``--target`` by index or name, one resolver);
 * **command line**: ``model_options`` (``--arch``, ``--weights``, ``--arch-arg``...), ``model_and_inputs``,
   ``model_settings``, ``parse_arch_args``, ``output_options``, ``open_model``, ``open_images``,
+  ``open_dataset`` (a ``--data`` folder as a data set for the model), ``data_folder`` (``--data`` or
+  the bundled images),
   ``bundled_image_dir``, ``emit``, ``emit_result``, ``note``, ``PhaseBars``;
 * **pictures and output files**: ``OutputDir``, ``save_png``, ``jsonable``, ``csv_text``,
   ``check_output_folder``, ``check_run_folder``, ``is_output_folder``, ``read_manifest``, ``grid``,
@@ -89,7 +91,8 @@ _add("introspect.images", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocess", "ImageF
      "IMAGE_EXTENSIONS", "image_batch", "dataset_batches", "dataset_size", "dataset_image")
 _add("introspect.occluders", "FILLS", "fill_image")
 _add("introspect.cli", "model_options", "output_options", "open_model", "open_images", "bundled_image_dir", "emit",
-     "note", "PhaseBars", "emit_result", "model_and_inputs", "model_settings", "parse_arch_args")
+     "note", "PhaseBars", "emit_result", "model_and_inputs", "model_settings", "parse_arch_args", "data_folder",
+     "open_dataset")
 _add("introspect.core.targets", "resolve_target", "resolve_targets")
 _add("introspect.output", "OutputDir", "save_png", "jsonable", "csv_text", "check_run_folder", "is_output_folder",
      "read_manifest", "check_output_folder")
@@ -118,12 +121,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs (a test checks they match _SOURCES)
     from introspect.cli import PhaseBars as PhaseBars
     from introspect.cli import bundled_image_dir as bundled_image_dir
+    from introspect.cli import data_folder as data_folder
     from introspect.cli import emit as emit
     from introspect.cli import emit_result as emit_result
     from introspect.cli import model_and_inputs as model_and_inputs
     from introspect.cli import model_options as model_options
     from introspect.cli import model_settings as model_settings
     from introspect.cli import note as note
+    from introspect.cli import open_dataset as open_dataset
     from introspect.cli import open_images as open_images
     from introspect.cli import open_model as open_model
     from introspect.cli import output_options as output_options

@@ -219,16 +219,7 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
     rank 0, ...) stops every rank before the long work."""
     from contextlib import ExitStack
 
-    from introspect.plugin import (
-        ImageFolderDataset,
-        OutputDir,
-        Preprocess,
-        check_ranks,
-        display_name,
-        last_conv_layer,
-        meta_of,
-        resolve_layer,
-    )
+    from introspect.plugin import OutputDir, check_ranks, display_name, last_conv_layer, open_dataset, resolve_layer
     from introspect_deconv.top import top_k
 
     lead = group is None or group.rank == 0
@@ -236,7 +227,7 @@ def _mine_folder(model, data_dir, layer, channels, arch, device, trust_pickle, o
         error = None
         try:
             net = open_model(model, arch, device, trust_pickle)
-            data = ImageFolderDataset(data_dir, Preprocess.from_meta(meta_of(net)))
+            data = open_dataset(net, data_dir)
             name, module = resolve_layer(net, layer if layer is not None else last_conv_layer(net))
             chosen = parse_channels(channels, _maps_of(module), name)
             od = stack.enter_context(OutputDir(out)) if lead else None  # before the long work

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import PhaseBars, bundled_image_dir, emit_result, note, output_options
+from introspect.plugin import PhaseBars, data_folder, emit_result, open_dataset, output_options
 from introspect_evolution.defaults import DEFAULT_MAPS
 
 
@@ -58,16 +58,14 @@ def evolution_command(checkpoints, data, layers, channels, maps, batch_size, dev
 
     Example: introspect evolution runs/zf --data val/ --layer conv1 --layer conv5 --maps 6
     """
-    from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, meta_of
+    from introspect.plugin import OutputDir
     from introspect_evolution.checkpoints import gather
     from introspect_evolution.method import feature_evolution
 
-    if data is None:
-        data = bundled_image_dir()
-        note(f"no --data given: using the bundled images in {data}")
+    data = data_folder(data)
 
     def images_for(model):
-        return ImageFolderDataset(data, Preprocess.from_meta(meta_of(model)))
+        return open_dataset(model, data)
 
     gather(list(checkpoints))  # reads only the headers: bad paths fail before any work
     with OutputDir(out) as od:  # checked before the long work; nothing written if it fails

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import click
 
-from introspect.plugin import PhaseBars, bundled_image_dir, emit_result, model_options, note, open_model, output_options
+from introspect.plugin import (
+    PhaseBars,
+    data_folder,
+    emit_result,
+    model_options,
+    open_dataset,
+    open_model,
+    output_options,
+)
 from introspect_filters.defaults import HF_CUTOFF, NORM_FRACTION
 
 
@@ -40,15 +48,13 @@ def filters_command(model, data, layer, batch_size, hf_cutoff, norm_fraction, ff
     spectrum with the stride's Nyquist band), filters.npy (the weights), spectrum.npy, report.csv (a
     row per filter) and result.json. MODEL is optional: without it the bundled model is used.
     """
-    from introspect.plugin import ImageFolderDataset, OutputDir, Preprocess, meta_of
+    from introspect.plugin import OutputDir
     from introspect_filters.method import first_layer_filters, resolve_conv
 
     net = open_model(model, arch, device, trust_pickle)
     resolve_conv(net, layer)  # a bad --layer fails before the images are read
-    if data is None:
-        data = bundled_image_dir()
-        note(f"no --data given: using the bundled images ({data})")
-    images = ImageFolderDataset(data, Preprocess.from_meta(meta_of(net)))
+    data = data_folder(data)
+    images = open_dataset(net, data)
     with OutputDir(out) as od:  # checked before the data pass; nothing written if it fails
         with PhaseBars(lambda phase: "reading images") as bars:
             result = first_layer_filters(net, images, layer=layer, batch_size=batch_size, hf_cutoff=hf_cutoff,

@@ -11,6 +11,7 @@ from introspect.plugin import (
     check_output_folder,
     emit,
     model_options,
+    open_dataset,
     open_model,
     output_options,
 )
@@ -77,7 +78,6 @@ def generalization_command(model, data, per_class, layers, classifiers, test_dir
 
     MODEL is optional: with DATA alone the bundled model is used.
     """
-    from introspect.plugin import ImageFolderDataset, Preprocess, meta_of
     from introspect_generalization.method import PAPER_PER_CLASS, feature_generalization
 
     if data is None:
@@ -89,9 +89,8 @@ def generalization_command(model, data, per_class, layers, classifiers, test_dir
         _folder(test_dir, "--test")
     check_output_folder(out)  # a refused --out fails now, not after the work
     net = open_model(model, arch, device, trust_pickle)
-    pre = Preprocess.from_meta(meta_of(net))
-    train_set = ImageFolderDataset(data, pre)
-    test_set = ImageFolderDataset(test_dir, pre) if test_dir is not None else None
+    train_set = open_dataset(net, data)
+    test_set = open_dataset(net, test_dir) if test_dir is not None else None
     bars = PhaseBars(lambda stage: _LABELS.get(stage, stage))
     try:
         result = feature_generalization(
