@@ -14,10 +14,13 @@ machine, and checks that both give the same attributions.
    per neuron, the calls grouped by image (introspect keeps the forward pass while the same input
    comes back); captum is timed on ``--captum-calls`` of them, spread over the 2,304, and scaled.
 
-captum's ``Occlusion`` runs with ``perturbations_per_eval=--ppe`` (default 16: batched, faster than its
-default of 1); introspect's with its defaults. Models have seeded random weights, eval mode.
+captum's ``Occlusion`` runs with each ``perturbations_per_eval`` of ``--ppe`` (default ``1,16``: captum's
+default call, which the one-line change replaces, and batches of 16, captum's fastest); introspect's
+with its defaults. Every time is printed as wall clock and as CPU time of the process: with one
+thread the CPU time measures the work itself on a machine shared with other jobs. Models have
+seeded random weights, eval mode.
 
-Usage: python benchmarks/bench_captum.py [--threads 1] [--rounds 3] [--ppe 16] [--captum-calls 60]
+Usage: python benchmarks/bench_captum.py [--threads 1] [--rounds 3] [--ppe 1,16] [--captum-calls 60]
        [--cases resnet18,zfnet,densenet121,neuron]
 """
 from __future__ import annotations
@@ -38,9 +41,16 @@ def machine() -> str:
             f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {load[0]:.2f}")
 
 
+#: CPU seconds of the last :func:`timed` call (this process; with one thread, the work itself however
+#: busy the machine is, where the wall clock also counts the time other jobs held the core).
+last_cpu = 0.0
+
+
 def timed(fn):
-    start = time.perf_counter()
+    global last_cpu
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
+    last_cpu = time.process_time() - cpu
     return time.perf_counter() - start, out
 
 
@@ -48,7 +58,9 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
 
 
-def occlusion_case(name: str, model, x, window: int, stride: int, rounds: int, ppe: int) -> float:
+def occlusion_case(name: str, model, x, window: int, stride: int, rounds: int, ppes: list[int]) -> dict:
+    """Ratios ``{ppe: (wall, cpu)}`` of captum's ``Occlusion`` at each ``perturbations_per_eval`` over
+    introspect's, all timed in the same interleaved rounds."""
     from captum.attr import Occlusion as CaptumOcclusion
 
     from introspect.captum import Occlusion
@@ -57,22 +69,32 @@ def occlusion_case(name: str, model, x, window: int, stride: int, rounds: int, p
         target = int(model(x).argmax())
     kwargs = dict(sliding_window_shapes=(3, window, window), strides=(3, stride, stride), target=target, baselines=0)
     ours, theirs = Occlusion(model), CaptumOcclusion(model)
-    t_ours, t_theirs = [], []
+    wall: dict = {p: [] for p in ["ours", *ppes]}
+    cpu: dict = {p: [] for p in ["ours", *ppes]}
     for r in range(rounds):
-        a, attr_ours = timed(lambda: ours.attribute(x, **kwargs))
-        b, attr_theirs = timed(lambda: theirs.attribute(x, perturbations_per_eval=ppe, **kwargs))
-        t_ours.append(a)
-        t_theirs.append(b)
-        print(f"  round {r + 1}: introspect {a:.2f} s ({ours.last_path}), captum {b:.2f} s, ratio {b / a:.2f}x",
-              flush=True)
-    ratio = statistics.median(t_theirs) / statistics.median(t_ours)
+        line = []
+        for p in ["ours", *ppes]:
+            if p == "ours":
+                t, attr_ours = timed(lambda: ours.attribute(x, **kwargs))
+                line.append(f"introspect {t:.2f} s (CPU {last_cpu:.2f} s, {ours.last_path})")
+            else:
+                t, attr_theirs = timed(lambda p=p: theirs.attribute(x, perturbations_per_eval=p, **kwargs))
+                line.append(f"captum ppe {p} {t:.2f} s (CPU {last_cpu:.2f} s)")
+            wall[p].append(t)
+            cpu[p].append(last_cpu)
+        print(f"  round {r + 1}: " + ", ".join(line), flush=True)
+    med = {p: (statistics.median(wall[p]), statistics.median(cpu[p])) for p in wall}
     stats = {k: v for k, v in ours.last_stats.items() if k in ("work_fraction", "path", "chosen",
                                                                 "incremental_s_per_position", "full_s_per_position",
                                                                 "gather_overhead_s_per_position")}
-    print(f"{name}: introspect median {statistics.median(t_ours):.2f} s, captum (ppe {ppe}) median "
-          f"{statistics.median(t_theirs):.2f} s: ratio {ratio:.2f}x; max relative difference "
+    print(f"{name}: introspect median {med['ours'][0]:.2f} s (CPU {med['ours'][1]:.2f} s); max relative difference "
           f"{rel_error(attr_ours, attr_theirs):.1e}; cost model {stats}", flush=True)
-    return ratio
+    ratios = {}
+    for p in ppes:
+        ratios[p] = (med[p][0] / med["ours"][0], med[p][1] / med["ours"][1])
+        print(f"  captum ppe {p}: median {med[p][0]:.2f} s (CPU {med[p][1]:.2f} s): ratio {ratios[p][0]:.2f}x "
+              f"(CPU time {ratios[p][1]:.2f}x)", flush=True)
+    return ratios
 
 
 def neuron_case(rounds: int, captum_calls: int, images_count: int) -> float:
@@ -99,7 +121,7 @@ def neuron_case(rounds: int, captum_calls: int, images_count: int) -> float:
     sample = [neurons[int(i)] for i in np.linspace(0, len(neurons) - 1, captum_calls).round()]
     ours, theirs = NeuronDeconvolution(model, layer), CaptumNeuronDeconvolution(model, layer)
     per_round = max(1, len(sample) // rounds)
-    t_ours, t_theirs, errors = [], [], []
+    t_ours, t_theirs, cpu_ours, cpu_theirs, errors = [], [], [], [], []
     for r in range(rounds):
         def run_ours():
             out = {}
@@ -107,30 +129,36 @@ def neuron_case(rounds: int, captum_calls: int, images_count: int) -> float:
                 out[(i, ch, y, x)] = ours.attribute(images[i:i + 1], neuron_selector=(ch, y, x))
             return out
         a, results = timed(run_ours)
+        cpu_ours.append(last_cpu)
         part = sample[r * per_round:(r + 1) * per_round]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for key in part:
             i, ch, y, x = key
             theirs_attr = theirs.attribute(images[i:i + 1], neuron_selector=(ch, y, x))
             errors.append(rel_error(results[key], theirs_attr))
         b = (time.perf_counter() - start) / len(part) * len(neurons)
+        cpu_theirs.append((time.process_time() - cpu) / len(part) * len(neurons))
         t_ours.append(a)
         t_theirs.append(b)
         print(f"  round {r + 1}: introspect {a:.1f} s for {len(neurons)} ({ours.last_path}), captum "
-              f"{b:.1f} s (scaled from {len(part)} calls), ratio {b / a:.2f}x", flush=True)
+              f"{b:.1f} s (scaled from {len(part)} calls), ratio {b / a:.2f}x; CPU {cpu_ours[-1]:.1f} s vs "
+              f"{cpu_theirs[-1]:.1f} s, ratio {cpu_theirs[-1] / cpu_ours[-1]:.2f}x", flush=True)
     ratio = statistics.median(t_theirs) / statistics.median(t_ours)
+    cpu_ratio = statistics.median(cpu_theirs) / statistics.median(cpu_ours)
     print(f"NeuronDeconvolution x {len(neurons)}: introspect median {statistics.median(t_ours):.1f} s "
           f"({statistics.median(t_ours) / len(neurons) * 1e3:.1f} ms/call), captum median "
           f"{statistics.median(t_theirs):.1f} s ({statistics.median(t_theirs) / len(neurons) * 1e3:.1f} ms/call): "
-          f"ratio {ratio:.2f}x; max relative difference {max(errors):.1e}", flush=True)
-    return ratio
+          f"ratio {ratio:.2f}x; CPU time ratio {cpu_ratio:.2f}x; max relative difference {max(errors):.1e}",
+          flush=True)
+    return ratio, cpu_ratio
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ppe", type=int, default=16, help="captum's perturbations_per_eval")
+    parser.add_argument("--ppe", default="1,16",
+                        help="captum's perturbations_per_eval, comma-separated (1: captum's default call)")
     parser.add_argument("--captum-calls", type=int, default=60, help="captum NeuronDeconvolution calls timed")
     parser.add_argument("--images", type=int, default=48, help="photographs mined for the top-9")
     parser.add_argument("--cases", default="resnet18,zfnet,densenet121,neuron")
@@ -143,29 +171,34 @@ def main(argv=None) -> None:
 
     print(machine(), flush=True)
     cases = args.cases.split(",")
+    ppes = [int(p) for p in args.ppe.split(",")]
     ratios = {}
     torch.manual_seed(1)
     if "resnet18" in cases:
         torch.manual_seed(0)
         model = torchvision.models.resnet18().eval()
         ratios["ResNet18 224, window 32 stride 16"] = occlusion_case(
-            "Occlusion ResNet18 224x224 w32 s16", model, torch.randn(1, 3, 224, 224), 32, 16, args.rounds, args.ppe)
+            "Occlusion ResNet18 224x224 w32 s16", model, torch.randn(1, 3, 224, 224), 32, 16, args.rounds, ppes)
     if "zfnet" in cases:
         torch.manual_seed(0)
         model = zfnet(num_classes=1000).eval()
         ratios["ZFNet 224, window 50 stride 10 (Fig. 7)"] = occlusion_case(
-            "Occlusion ZFNet 224x224 w50 s10", model, torch.randn(1, 3, 224, 224), 50, 10, args.rounds, args.ppe)
+            "Occlusion ZFNet 224x224 w50 s10", model, torch.randn(1, 3, 224, 224), 50, 10, args.rounds, ppes)
     if "densenet121" in cases:
         torch.manual_seed(0)
         model = torchvision.models.densenet121().eval()
         ratios["DenseNet121 160, window 32 stride 16"] = occlusion_case(
-            "Occlusion DenseNet121 160x160 w32 s16", model, torch.randn(1, 3, 160, 160), 32, 16, args.rounds, args.ppe)
+            "Occlusion DenseNet121 160x160 w32 s16", model, torch.randn(1, 3, 160, 160), 32, 16, args.rounds, ppes)
     if "neuron" in cases:
         ratios["NeuronDeconvolution, 2,304 ZFNet conv5 neurons"] = neuron_case(args.rounds, args.captum_calls,
                                                                                args.images)
     print(machine())
-    for name, ratio in ratios.items():
-        print(f"{name}: {ratio:.2f}x")
+    for name, found in ratios.items():
+        if isinstance(found, dict):  # occlusion: one ratio per captum ppe
+            print(f"{name}: " + "; ".join(f"vs captum ppe {p}: {w:.2f}x (CPU time {c:.2f}x)"
+                                          for p, (w, c) in found.items()))
+        else:
+            print(f"{name}: {found[0]:.2f}x (CPU time {found[1]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ Which inputs take which path:
     ``perturbations_per_eval`` and ``show_progress`` are handled. Each image's sweep runs through the
     occlusion cost model (:mod:`introspect.core.sweep`): incremental inference where the model traces
     with ``torch.fx`` and recomputing only the changed windows pays, batched whole forward passes
-    otherwise (``"mixed"``: both were timed on a few positions). **captum** (``"captum"``) for
+    otherwise (``"mixed"``: both were timed on a few positions; an instance keeps what it measured
+    for the next images and calls of the same geometry), whole passes in channels-last layout for
+    float32 on the CPU, where oneDNN's convolutions run fastest. **captum** (``"captum"``) for
     everything else: tuples of several inputs, inputs that are not 4-D, additional forward
     arguments, plain functions, models in training mode, outputs with several numbers per example.
 
@@ -74,7 +76,7 @@ from captum.attr._utils.common import (
 from captum.log import log_usage
 from torch import nn
 
-from introspect.core.sweep import Sweep, SweepRunner, prepare_engine
+from introspect.core.sweep import Sweep, SweepRunner, prepare_engine, sweep_geometry
 
 #: Positions per batch of whole forward passes when ``perturbations_per_eval`` is 1.
 FULL_BATCH = 32
@@ -89,8 +91,10 @@ def _in_eval_mode(model) -> bool:
 class Occlusion(_CaptumOcclusion):
     r"""captum's ``Occlusion`` (same constructor, ``attribute()`` and results), with incremental
     inference for 4-D images on models in eval mode; see :mod:`introspect.captum` for which inputs
-    take the fast path. ``last_path`` is ``"incremental"``, ``"full"``, ``"mixed"`` or ``"captum"``
-    after a call, and ``last_stats`` holds the cost model's figures of the last image (fast path).
+    take the fast path. ``last_path`` is ``"incremental"``, ``"full"``, ``"mixed"`` (both ran during
+    the call) or ``"captum"`` after a call, and ``last_stats`` holds the cost model's figures of the
+    last image (fast path). The cost model measures a geometry once per instance: later images and
+    calls with the same image size and windows take the measured path without probing again.
 
     Example::
 
@@ -106,6 +110,7 @@ class Occlusion(_CaptumOcclusion):
         super().__init__(forward_func)
         self.last_path: str | None = None
         self.last_stats: dict = {}
+        self._decisions: dict = {}  # the cost model's measured choices, per geometry
 
     @log_usage(part_of_slo=True)
     def attribute(
@@ -180,6 +185,7 @@ class Occlusion(_CaptumOcclusion):
             bar.update(0)
             bar.update()
             outputs = []
+            self._paths: set[str] = set()
             for i in range(n):
                 outputs.append(self._sweep(x[i:i + 1], baseline[i], corners, windows[0], ppe))
                 bar.update()
@@ -191,7 +197,7 @@ class Occlusion(_CaptumOcclusion):
                 return None
             diff = initial.reshape(1, n).to(torch.float64) - modified.reshape(p, n).to(torch.float64)
             total, weight = accumulate(diff, corners, windows[0], x.shape)
-        self.last_path = self._path
+        self.last_path = self._paths.pop() if len(self._paths) == 1 else "mixed"
         return _format_output(_is_tuple(inputs), ((total / weight).float(),))
 
     def _sweep(self, image, baseline, corners, window, ppe) -> torch.Tensor:
@@ -199,12 +205,15 @@ class Occlusion(_CaptumOcclusion):
         model = self.forward_func
         logits = model(image)
         sweep = box_sweep(image, baseline, corners, window)
+        full_batch = ppe if ppe > 1 else FULL_BATCH
+        known = self._decisions.get(sweep_geometry(image, sweep, full_batch_size=full_batch))
         engine, fallback = (None, None)
-        if isinstance(logits, torch.Tensor):
-            engine, fallback = prepare_engine(model, image, logits)
-        runner = SweepRunner(model, image, image, sweep, engine, full_batch_size=ppe if ppe > 1 else FULL_BATCH)
+        if isinstance(logits, torch.Tensor) and (known is None or known[0] != "full"):
+            engine, fallback = prepare_engine(model, image, logits)  # not needed where whole passes won
+        runner = SweepRunner(model, image, image, sweep, engine, full_batch_size=full_batch,
+                             decisions=self._decisions)
         out = runner.run("auto")
-        self._path = runner.path
+        self._paths.add(runner.path)
         self.last_stats = {**runner.stats, "path": runner.path, "chosen": runner.chosen, "fallback": fallback}
         return out
 

@@ -80,3 +80,56 @@ def test_the_faster_probe_runs_the_rest(model, image, monkeypatch, winner):
     assert calls == [("incremental", 0, k), ("incremental", k, 2 * k), ("full", n - 2 * k, n - k),
                      ("full", n - k, n), (winner, 2 * k, n - 2 * k)]
     assert result.stats["chosen"] == winner
+
+
+def test_an_instance_measures_a_geometry_once(model, image, monkeypatch):
+    """introspect.captum.Occlusion keeps the cost model's measurement: the next call of the same
+    geometry takes the measured path without probing, and gives the same attributions; another
+    geometry is measured anew."""
+    from introspect.captum import Occlusion
+
+    monkeypatch.setattr(sweep_mod, "INCREMENTAL_BELOW", 0.0)
+    monkeypatch.setattr(sweep_mod, "FULL_ABOVE", 1.01)
+    probes = []
+    real = sweep_mod.SweepRunner._probed
+    monkeypatch.setattr(sweep_mod.SweepRunner, "_probed", lambda self, *a: probes.append(1) or real(self, *a))
+    occ = Occlusion(model)
+    kwargs = dict(sliding_window_shapes=(3, 12, 12), strides=(3, 4, 4), target=2)
+    first = occ.attribute(image, **kwargs)
+    assert occ.last_path == "mixed" and len(probes) == 1
+    chosen = occ.last_stats["chosen"]
+    second = occ.attribute(image, **kwargs)
+    assert len(probes) == 1 and occ.last_path == chosen
+    assert occ.last_stats["decision"] == "measured on an earlier sweep"
+    assert occ.last_stats["incremental_s_per_position"] > 0
+    torch.testing.assert_close(second, first, rtol=1e-5, atol=1e-6)
+    occ.attribute(image, sliding_window_shapes=(3, 10, 10), strides=(3, 4, 4), target=2)
+    assert len(probes) == 2 and occ.last_path == "mixed"
+    # a fresh instance measures again
+    Occlusion(model).attribute(image, **kwargs)
+    assert len(probes) == 3
+
+
+def test_quiet_sweeps_take_larger_batches():
+    """Progress reported: at least 16 batches; nobody listening: up to QUIET_BATCH per batch; memory
+    bounds both."""
+    assert sweep_mod.auto_batch_size(1000, 361) == 23  # ceil(361 / 16)
+    assert sweep_mod.auto_batch_size(1000, 361, reporting=False) == sweep_mod.QUIET_BATCH
+    assert sweep_mod.auto_batch_size(2 ** 25, 361, reporting=False) == 16  # 512 MB / 32 MB
+    assert sweep_mod.auto_batch_size(None, 361, reporting=False) == sweep_mod.FULL_BATCH
+
+
+def test_whole_passes_run_channels_last_with_the_same_numbers(model, image):
+    batch = image.repeat(3, 1, 1, 1)
+    fast = sweep_mod.whole_pass_layout(batch)
+    assert fast.is_contiguous(memory_format=torch.channels_last) and torch.equal(fast, batch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(fast), model(batch), rtol=1e-5, atol=1e-6)
+    assert sweep_mod.whole_pass_layout(batch.double()).is_contiguous()  # float64: left as it is
+
+
+def test_the_probe_clock_is_cpu_time_on_one_cpu_thread(one_thread):
+    import time
+
+    assert sweep_mod.probe_clock(torch.device("cpu")) is time.thread_time
+    assert sweep_mod.probe_clock(torch.device("meta")) is time.perf_counter

@@ -47,14 +47,21 @@ PATHS = ("auto", "incremental", "full")
 #: The automatic batch leaves at least this many batches in a sweep (of at least
 #: :data:`MIN_AUTO_BATCH` positions each), so that progress moves while a long sweep runs.
 PROGRESS_BATCHES, MIN_AUTO_BATCH = 16, 8
+#: Positions per incremental batch when nothing reports progress (measured, one thread: ZFNet's Fig. 7
+#: sweep takes 0.75x the time of 23-position batches; larger batches leave the caches and slow the
+#: gathering more than they save on weight reads).
+QUIET_BATCH = 64
 
 
-def auto_batch_size(bytes_per_position: int | None, positions: int, budget: int | None = None) -> int:
+def auto_batch_size(bytes_per_position: int | None, positions: int, budget: int | None = None,
+                    reporting: bool = True) -> int:
     """Positions per batch: as many as fit in ``budget`` bytes (default :data:`AUTO_BATCH_BYTES`; at
-    most 512, at least 1); :data:`FULL_BATCH` when the size of a position is unknown (whole passes);
-    and at most a :data:`PROGRESS_BATCHES`-th of the sweep (not below :data:`MIN_AUTO_BATCH`), so
-    progress is reported at least 16 times during a long sweep."""
-    share = max(MIN_AUTO_BATCH, -(-positions // PROGRESS_BATCHES))
+    most 512, at least 1); :data:`FULL_BATCH` when the size of a position is unknown (whole passes).
+    With ``reporting`` (a progress callback listens) at most a :data:`PROGRESS_BATCHES`-th of the
+    sweep (not below :data:`MIN_AUTO_BATCH`), so progress is reported at least 16 times during a long
+    sweep; without it, up to :data:`QUIET_BATCH` (fewer reads of large weights: ZFNet's fully
+    connected layers read 150 MB of weights per batch)."""
+    share = max(MIN_AUTO_BATCH, -(-positions // PROGRESS_BATCHES)) if reporting else QUIET_BATCH
     if bytes_per_position is None:
         return max(1, min(FULL_BATCH, positions, share))
     budget = AUTO_BATCH_BYTES if budget is None else budget
@@ -117,6 +124,14 @@ def _node_macs(engine: IncrementalModel, node) -> int:
     return 0
 
 
+def probe_clock(device: torch.device) -> Callable[[], float]:
+    """The clock of the probes: on the CPU with one torch thread, the CPU time of this thread (the
+    work itself, however busy the machine is with other jobs); the wall clock otherwise."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
 def choose(work_fraction: float | None, positions: int, probe: int) -> str:
     """The path the cost model takes before measuring: ``incremental``, ``full`` or ``probe``."""
     if work_fraction is None or work_fraction >= FULL_ABOVE:
@@ -126,6 +141,24 @@ def choose(work_fraction: float | None, positions: int, probe: int) -> str:
     if positions < 6 * probe:  # too few positions to measure: the work decides
         return "incremental" if work_fraction < 0.6 else "full"
     return "probe"
+
+
+def whole_pass_layout(batch: torch.Tensor) -> torch.Tensor:
+    """The batch of a whole pass in the layout its convolutions run fastest in: channels-last for
+    float32 images on the CPU (oneDNN's convolutions: 1.25x on ResNet18, 1.5x on DenseNet121 at one
+    thread), unchanged elsewhere. Every operation gives the same numbers in both layouts (to float
+    rounding), and outputs are handed on contiguous."""
+    if batch.dim() == 4 and batch.device.type == "cpu" and batch.dtype == torch.float32:
+        return batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def sweep_geometry(x: torch.Tensor, sweep: Sweep, layers: Sequence[str] = (), batch_size: int | None = None,
+                   full_batch_size: int | None = None) -> tuple:
+    """What the cost model's measurement depends on besides the model: the key of a
+    :class:`SweepRunner`'s ``decisions``."""
+    return (tuple(x.shape), x.dtype, str(x.device), sweep.box, tuple(sweep.ys.tolist()), tuple(sweep.xs.tolist()),
+            sweep.patches is not None, tuple(layers), batch_size, full_batch_size, torch.get_num_threads())
 
 
 @dataclass
@@ -145,6 +178,10 @@ class SweepRunner:
         batch_size (int | None): positions per call; default from the memory budget.
         full_batch_size (int | None): positions per whole-pass call when ``batch_size`` is not given
             (default :data:`FULL_BATCH`).
+        decisions (dict | None): the caller's memo of measured choices (sweep geometry -> path and
+            figures): a sweep whose image size, boxes, layers, batch sizes and thread count were
+            measured before on this model takes that path without probing again (the next image, the
+            next call of one ``introspect.captum.Occlusion``). Results never depend on the choice.
 
     Attributes (after :meth:`run`):
         path (str): ``incremental``, ``full``, or ``mixed`` (the probes ran both; each position once).
@@ -163,6 +200,7 @@ class SweepRunner:
     tau: float | None = None
     batch_size: int | None = None
     full_batch_size: int | None = None
+    decisions: dict | None = None
     path: str = ""
     chosen: str = ""
     stats: dict = field(default_factory=dict)
@@ -175,17 +213,17 @@ class SweepRunner:
     def positions(self) -> int:
         return len(self.sweep.ys)
 
-    def incremental_batch(self) -> int:
+    def incremental_batch(self, reporting: bool = True) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        return auto_batch_size(self.engine.bytes_per_position(self.steps), self.positions)
+        return auto_batch_size(self.engine.bytes_per_position(self.steps), self.positions, reporting=reporting)
 
-    def full_batch(self) -> int:
+    def full_batch(self, reporting: bool = True) -> int:
         if self.batch_size is not None:
             return self.batch_size
         if self.full_batch_size is not None:
             return max(1, min(self.full_batch_size, self.positions))
-        return auto_batch_size(None, self.positions)
+        return auto_batch_size(None, self.positions, reporting=reporting)
 
     def run(self, path: str = "auto", progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """``P x ...`` outputs of all positions; ``path`` ``auto`` (the cost model), ``incremental``
@@ -199,47 +237,60 @@ class SweepRunner:
             self.stats.update(work(self.engine, self.steps, n))
         probe = max(2, min(8, n // 12))
         plan = path if path != "auto" else ("incremental" if self.tau is not None else choose(wf, n, probe))
+        known = self.decisions.get(self._geometry()) if self.decisions is not None else None
+        if known is not None and (plan == "probe" or self.engine is None):
+            plan = known[0] if plan == "probe" else plan
+            self.stats.update(known[1], decision="measured on an earlier sweep")
+        reporting = progress is not None or self.readout is not None
         if plan == "incremental":
-            bs = self.incremental_batch()
+            bs = self.incremental_batch(reporting)
             self.engine.precompute(self.steps, bs)
             self.path = self.chosen = "incremental"
             self.stats["batch_size"] = bs
             return torch.cat(self._incremental(0, n, bs, progress))
         if plan == "full":
-            bs = self.full_batch()
+            bs = self.full_batch(reporting)
             self.path = self.chosen = "full"
             self.stats["batch_size"] = bs
             return torch.cat(self._full(0, n, bs, progress))
-        return self._probed(probe, progress)
+        return self._probed(probe, progress, reporting)
 
-    def _probed(self, k: int, progress) -> torch.Tensor:
+    def _probed(self, k: int, progress, reporting: bool = True) -> torch.Tensor:
         """Measure both paths on real positions, then run the rest with the faster. Each path first
         runs ``k`` positions untimed (its one-time costs: kernels for new shapes, allocations), then
         ``k`` timed: incremental at the start of the sweep, whole passes at its end."""
         n = self.positions
+        clock = probe_clock(self.x.device)
         head = self._incremental(0, k, k, progress)
-        start = time.perf_counter()
+        start = clock()
         head += self._incremental(k, 2 * k, k, progress)
-        t_inc = (time.perf_counter() - start) / k
+        t_inc = (clock() - start) / k
         tail = self._full(n - 2 * k, n - k, k, progress, hold=True)
-        start = time.perf_counter()
+        start = clock()
         tail += self._full(n - k, n, k, progress, hold=True)
-        t_full = (time.perf_counter() - start) / k
+        t_full = (clock() - start) / k
         wf = self.stats["work_fraction"]
         self.stats.update({"probe_positions": 4 * k, "incremental_s_per_position": round(t_inc, 6),
                            "full_s_per_position": round(t_full, 6),
                            "gather_overhead_s_per_position": round(t_inc - wf * t_full, 6)})
         self.chosen = "incremental" if t_inc <= t_full else "full"
         self.path = "mixed"
+        measured = {key: self.stats[key] for key in ("incremental_s_per_position", "full_s_per_position",
+                                                      "gather_overhead_s_per_position")}
+        if self.decisions is not None:
+            self.decisions[self._geometry()] = (self.chosen, measured)
         if self.chosen == "incremental":
-            bs = self.incremental_batch()
+            bs = self.incremental_batch(reporting)
             middle = self._incremental(2 * k, n - 2 * k, bs, progress)
         else:
-            bs = self.full_batch()
+            bs = self.full_batch(reporting)
             middle = self._full(2 * k, n - 2 * k, bs, progress)
         self.stats["batch_size"] = bs
         self._flush_readouts()
         return torch.cat(head + middle + tail)
+
+    def _geometry(self) -> tuple:
+        return sweep_geometry(self.x, self.sweep, self.layers, self.batch_size, self.full_batch_size)
 
     # -- the two paths ------------------------------------------------------------------------------
     def _incremental(self, a0: int, b0: int, bs: int, progress) -> list[torch.Tensor]:
@@ -264,14 +315,16 @@ class SweepRunner:
                 module = resolve_layer(self.model, name)[1]
 
                 def hook(module, inputs, output, name=name):  # a copy: an inplace ReLU may come next
-                    seen[name] = (output[0] if isinstance(output, (tuple, list)) else output).detach().clone()
+                    value = output[0] if isinstance(output, (tuple, list)) else output
+                    seen[name] = value.detach().clone(memory_format=torch.contiguous_format)
                 stack.callback(module.register_forward_hook(hook).remove)
             for a in range(a0, b0, bs):
                 b = min(b0, a + bs)
-                batch = self.sweep.occluded(self.x, self.fill, a, b)
+                batch = whole_pass_layout(self.sweep.occluded(self.x, self.fill, a, b))
                 seen.clear()
                 with torch.no_grad():
-                    outs.append(self.model(batch))
+                    out = self.model(batch)
+                outs.append(out.contiguous() if isinstance(out, torch.Tensor) else out)
                 for name in self.layers if self.readout is not None else ():
                     state = State("full", seen[name], None)
                     if hold:
@@ -288,5 +341,6 @@ class SweepRunner:
         self._held.clear()
 
 
-__all__ = ["SweepRunner", "prepare_engine", "work", "choose", "auto_batch_size", "Sweep", "State", "Step",
-           "IncrementalModel", "AUTO_BATCH_BYTES", "INCREMENTAL_BELOW", "FULL_ABOVE", "PATHS"]
+__all__ = ["SweepRunner", "sweep_geometry", "prepare_engine", "work", "choose", "auto_batch_size", "probe_clock",
+           "whole_pass_layout", "Sweep", "State", "Step", "IncrementalModel", "QUIET_BATCH", "AUTO_BATCH_BYTES",
+           "INCREMENTAL_BELOW", "FULL_ABOVE", "PATHS"]
