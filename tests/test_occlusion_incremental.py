@@ -268,3 +268,32 @@ def test_no_autograd_graph_is_kept():
     tensors = [v for v in engine.cache.values() if isinstance(v, torch.Tensor)]
     assert len(tensors) > 20 and all(v.grad_fn is None for v in tensors)  # the clean pass built no graph
     assert not out.requires_grad and not maps["features.12"].requires_grad
+
+
+@pytest.mark.parametrize("arch", ["zfnet", "resnet18"])
+def test_the_tail_runs_once_over_all_batches_with_the_same_numbers(arch):
+    """run_batches: the windowed head batch by batch, the whole-map tail (flatten, fully connected
+    layers) once; equal to whole passes and to run() batch by batch."""
+    torch.manual_seed(0)
+    if arch == "zfnet":
+        model = zfnet(num_classes=10, widths=(16, 32, 32, 32, 16), fc=64, pool5_size=1).eval()
+    else:
+        model = torchvision.models.resnet18(num_classes=10).eval()
+    x, fill = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    sweep = grid_sweep((64, 64), 14, 6)
+    engine = IncrementalModel(model, x)
+    steps = engine.plan(sweep, None, 7)
+    first = engine.tail(steps)
+    assert first is not None and steps[engine.nodes[first]].kind == "full"
+    assert all(steps[n].kind != "full" for n in engine.nodes[:first])
+    n = len(sweep.ys)
+    bounds = [(a, min(n, a + 7)) for a in range(0, n, 7)]
+    seen = []
+    together = engine.run_batches(steps, fill, bounds, first, seen.append)
+    assert seen == [b - a for a, b in bounds]
+    with torch.no_grad():
+        apart = torch.cat([engine.run(steps, fill, a, b) for a, b in bounds])
+        ref = model(occluded_batch(x, fill, sweep))
+    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(together, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    assert engine.tail_bytes_per_position(steps, first) > 0

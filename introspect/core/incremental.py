@@ -33,7 +33,10 @@ projective field; units outside are read from the cache, so the result is approx
 
 Speed: an input patch is one ``index_select`` of pixel rows from a table of the cached map and the
 batch's windows (indices planned for the whole sweep), in channels-last layout, where convolution
-and pooling run fastest; local response normalization is a sum of shifted channel slices. Memory:
+and pooling run fastest; local response normalization is a sum of shifted channel slices. The
+*tail* of whole maps (flattening and the fully connected layers after the last window) can run once
+over all batches (:meth:`IncrementalModel.run_batches`): one matrix product per layer, its weights
+read once (ZFNet's first fully connected layer holds 150 MB). Memory:
 the cache (one image's activations) plus, per position of a batch, the windows alive at once
 (:meth:`IncrementalModel.bytes_per_position`).
 """
@@ -598,6 +601,58 @@ class IncrementalModel:
                 if self.last_use.get(src) == i and src is not self.output_node:
                     values.pop(src, None)
         return values[self.output_node].full(batch)
+
+    def tail(self, steps: dict[fx.Node, Step]) -> int | None:
+        """Index of the first node of the sweep's *tail*: from the first ``full`` node on, where every
+        node is ``full``, ``const`` or ``clean`` (flattening, the fully connected layers), or ``None``.
+        The tail reads no window, so :meth:`run_batches` runs it once over all positions."""
+        kinds = [steps[n].kind for n in self.nodes if n.op != "output"]
+        if "full" not in kinds:
+            return None
+        first = kinds.index("full")
+        return first if all(k in ("full", "const", "clean") for k in kinds[first:]) else None
+
+    def tail_bytes_per_position(self, steps: dict[fx.Node, Step], first: int) -> int:
+        """Bytes per position of what the head hands to the tail (the maps the tail reads)."""
+        tail = set(self.nodes[first:])
+        live = {src for node in tail for src in node.all_input_nodes
+                if src not in tail and steps[src].kind in ("win", "full")}
+        return sum(self.cache[n][0].numel() * self.cache[n].element_size() for n in live
+                   if isinstance(self.cache[n], torch.Tensor))
+
+    @torch.no_grad()
+    def run_batches(self, steps: dict[fx.Node, Step], fill: torch.Tensor, bounds: Sequence[tuple[int, int]],
+                    first: int, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Outputs of the positions ``bounds[0][0]:bounds[-1][1]``: the head (nodes before ``first``,
+        see :meth:`tail`) batch by batch as :meth:`run` does, the tail once over all of them (one
+        matrix product per fully connected layer instead of one per batch: its weights are read once).
+        Same numbers as :meth:`run` batch by batch."""
+        tail = set(self.nodes[first:])
+        live = [src for src in dict.fromkeys(s for n in self.nodes[first:] for s in n.all_input_nodes)
+                if src not in tail]
+        handed: dict[fx.Node, list] = {n: [] for n in live if steps[n].kind in ("win", "full")}
+        for a, b in bounds:
+            values: dict[fx.Node, State] = {}
+            for i, node in enumerate(self.nodes[:first]):
+                values[node] = self._run_node(node, steps[node], values, fill, a, b, b - a)
+                for src in node.all_input_nodes:
+                    if self.last_use.get(src) == i and src not in handed:
+                        values.pop(src, None)
+            for node, parts in handed.items():
+                parts.append(values[node].full(b - a))
+            if progress is not None:
+                progress(b - a)
+        a0, b0 = bounds[0][0], bounds[-1][1]
+        values = {n: State("full", torch.cat(handed.pop(n)), self.cache[n]) if n in handed
+                  else State(steps[n].kind, self.cache[n], self.cache[n]) for n in live}
+        for i, node in enumerate(self.nodes[first:], first):
+            if node.op == "output":
+                break
+            values[node] = self._run_node(node, steps[node], values, fill, a0, b0, b0 - a0)
+            for src in node.all_input_nodes:
+                if self.last_use.get(src) == i and src is not self.output_node:
+                    values.pop(src, None)
+        return values[self.output_node].full(b0 - a0)
 
     def _run_node(self, node, step: Step, values, fill, a, b, batch) -> State:
         clean = self.cache[node]

@@ -294,9 +294,13 @@ class SweepRunner:
 
     # -- the two paths ------------------------------------------------------------------------------
     def _incremental(self, a0: int, b0: int, bs: int, progress) -> list[torch.Tensor]:
+        bounds = [(a, min(b0, a + bs)) for a in range(a0, b0, bs)]
+        first = self.engine.tail(self.steps) if self.readout is None and len(bounds) > 1 else None
+        if first is not None and self.engine.tail_bytes_per_position(self.steps, first) * (b0 - a0) \
+                <= AUTO_BATCH_BYTES:
+            return [self.engine.run_batches(self.steps, self.fill, bounds, first, progress)]
         outs = []
-        for a in range(a0, b0, bs):
-            b = min(b0, a + bs)
+        for a, b in bounds:
             with torch.no_grad():
                 outs.append(self.engine.run(self.steps, self.fill, a, b, self.readout))
             if progress is not None:
