@@ -226,16 +226,11 @@ def test_torchrun_across_two_nodes_equals_one_process(tiny_checkpoint, image_fol
         assert (two / name).read_bytes() == (one / name).read_bytes(), name
 
 
-def test_a_failing_rank_stops_every_rank(monkeypatch, tiny_checkpoint, image_folder, tmp_path):
-    """Rank 0 runs here, rank 1 in a child process, both with the environment torchrun sets but
-    without torchrun (which would kill the survivor): the error of rank 1 must reach rank 0 through
-    the process group, and both must stop with one line and write nothing."""
-    folder = tmp_path / "broken"
-    shutil.copytree(image_folder, folder)
-    (folder / "im05.png").write_text("not an image")               # in batch 1: rank 1's share
-    out = tmp_path / "out"
+def rank_0_here_rank_1_in_a_child(monkeypatch, args: list[str]):
+    """Run the command ``args`` as rank 0 of 2 in this process (``CliRunner``) and as rank 1 in a
+    child process, with the environment torchrun sets but without torchrun (which would kill the
+    survivor). Returns rank 0's click result and rank 1's ``(stdout, stderr, returncode)``."""
     env = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    args = [*top_args(tiny_checkpoint, folder, out), "--timeout", "90"]
     child = subprocess.Popen([sys.executable, "-m", "introspect.cli", *args],
                              env=child_env() | env | {"RANK": "1", "LOCAL_RANK": "1"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -247,7 +242,19 @@ def test_a_failing_rank_stops_every_rank(monkeypatch, tiny_checkpoint, image_fol
     finally:
         if child.poll() is None:
             child.kill()
-    assert (here.exit_code, child.returncode) == (1, 1), here.output + stderr[-2000:]
+    return here, (stdout, stderr, child.returncode)
+
+
+def test_a_failing_rank_stops_every_rank(monkeypatch, tiny_checkpoint, image_folder, tmp_path):
+    """Rank 0 runs here, rank 1 in a child process: the error of rank 1 must reach rank 0 through
+    the process group, and both must stop with one line and write nothing."""
+    folder = tmp_path / "broken"
+    shutil.copytree(image_folder, folder)
+    (folder / "im05.png").write_text("not an image")               # in batch 1: rank 1's share
+    out = tmp_path / "out"
+    args = [*top_args(tiny_checkpoint, folder, out), "--timeout", "90"]
+    here, (stdout, stderr, code) = rank_0_here_rank_1_in_a_child(monkeypatch, args)
+    assert (here.exit_code, code) == (1, 1), here.output + stderr[-2000:]
     assert here.stdout == "" and stdout == ""
     assert "Error: rank 1 of 2 failed, so every rank stops:" in here.stderr and "im05.png" in here.stderr
     assert [line for line in stderr.splitlines() if line.startswith("Error:")][0].endswith(

@@ -2,7 +2,7 @@
 
 Registers the method ``introspect.report(model, dataset, *, out=..., ...)`` (see
 :func:`introspect_report.method.report`) and the command ``introspect report [MODEL] [DATA_DIR]``.
-The work is done by the other plugins' public methods (``introspect.top_k``, ``introspect.project``,
+The work is done by the other plugins' public methods (``introspect.top_k``,
 ``introspect.occlusion``, ``introspect.first_layer_filters``), reached through ``introspect.methods()``.
 The modules: :mod:`~introspect_report.data` (images and layers), :mod:`~introspect_report.compute`
 (the units of work), :mod:`~introspect_report.site` (the pages), :mod:`~introspect_report.store`

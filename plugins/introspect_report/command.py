@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from introspect.plugin import (
+    DISTRIBUTED_TIMEOUT,
     PhaseBars,
     emit,
     model_and_inputs,
@@ -73,10 +74,12 @@ def _command_line(ctx: click.Context) -> str:
                    "report (files introspect did not write are moved aside to OUT.replaced-TIME, never deleted).")
 @click.option("--skip-bad", is_flag=True,
               help="Leave out image files that cannot be read (listed on the index page) instead of stopping.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=DISTRIBUTED_TIMEOUT, show_default=True,
+              help="Under torchrun: seconds a process waits for the others before it gives up.")
 @model_options
 @output_options("introspect-out/report")
-def report_command(model, data_dir, layers, k, images, batch_size, workers, limit, force, skip_bad, arch, device,
-                   trust_pickle, out, as_json):
+def report_command(model, data_dir, layers, k, images, batch_size, workers, limit, force, skip_bad, timeout, arch,
+                   device, trust_pickle, out, as_json):
     """Build a browsable static site of MODEL over the images in DATA_DIR (open --out/index.html).
 
     Pages: the model and its layers; per layer, every feature map as the projection of its
@@ -89,30 +92,53 @@ def report_command(model, data_dir, layers, k, images, batch_size, workers, limi
     MODEL and DATA_DIR may be left out: the bundled model and images are used (a folder given
     alone is DATA_DIR). A rerun into the same --out reuses what was computed for the same model,
     data and options; the new site replaces the old one only when complete.
+
+    Several processes and machines: launch it with torchrun. Each process mines every N-th batch of
+    DATA_DIR for each layer, the top-k are merged exactly (the same site as one process), and rank
+    0 computes the projections, image pages and filters and writes --out; the other ranks write and
+    print nothing. NCCL is used on GPUs (process i of a node on cuda:i), Gloo with --device cpu.
+    If a process fails before or while mining, every process stops with its error.
+
+    \b
+      torchrun --nproc-per-node 2 -m introspect.cli report MODEL DATA_DIR --out DIR
     """
+    from introspect.plugin import check_ranks, process_group
     from introspect_report.method import report
 
     if model is not None and data_dir is None and model.is_dir():
         model, data_dir = None, model
     model, rest = model_and_inputs(model, [data_dir])
     data_dir = rest[0] if rest else None
-    net = open_model(model, arch, device, trust_pickle)
-    if data_dir is None:
-        from introspect.plugin import bundled_image_dir
-
-        data_dir = bundled_image_dir()
-        note(f"no DATA_DIR given: using the bundled images in {data_dir}")
     chosen = [part for value in layers for part in value.split(",") if part.strip()] or None
-    bars = PhaseBars(_label)
-    try:
-        built = report(net, data_dir, out=out, layers=chosen, k=k, images=images, batch_size=batch_size,
-                       workers=workers, limit=limit, force=force, skip_bad=skip_bad, progress=bars,
-                       command=_command_line(click.get_current_context()))
-    finally:
-        bars.close()
+    with process_group(device, timeout) as group:
+        lead = group is None or group.lead
+        error = None
+        try:
+            net = open_model(model, arch, group.device if group else device, trust_pickle)
+        except Exception as exc:  # every rank opens the model; one that cannot stops them all
+            error = exc
+        check_ranks(error, "opening the model")
+        if data_dir is None:
+            from introspect.plugin import bundled_image_dir
+
+            data_dir = bundled_image_dir()
+            if lead:
+                note(f"no DATA_DIR given: using the bundled images in {data_dir}")
+        bars = PhaseBars(_label) if lead else None
+        try:
+            built = report(net, data_dir, out=out, layers=chosen, k=k, images=images, batch_size=batch_size,
+                           workers=workers, limit=limit, force=force, skip_bad=skip_bad, progress=bars,
+                           command=_command_line(click.get_current_context()), distributed=group is not None)
+        finally:
+            if bars is not None:
+                bars.close()
+    if built is None:  # not rank 0: rank 0 writes and prints
+        return
     doc = built.to_dict()
+    doc["processes"] = processes = 1 if group is None else group.world
     lines = [f"{len(built.layers)} layers, {len(built.images)} image pages, {len(built.pages)} pages, "
-             f"{len(built.files)} files in {built.seconds:.1f} s"]
+             f"{len(built.files)} files in {built.seconds:.1f} s"
+             + (f" on {processes} processes" if processes > 1 else "")]
     if built.moved_aside:
         lines.append(f"--force: the files that were in {out} were moved to {built.moved_aside}")
     if built.reused:

@@ -16,7 +16,6 @@ from introspect.plugin import IntrospectError, attach, eval_mode, meta_of, model
 
 NEEDED = {
     "top_k": "introspect_deconv (top-k mining)",
-    "project": "introspect_deconv (deconvnet projections)",
     "occlusion": "introspect_occlusion (Fig. 7)",
     "first_layer_filters": "introspect_filters (Fig. 6)",
 }
@@ -111,48 +110,135 @@ def digits_for(n_maps: int) -> int:
     return max(4, len(str(max(n_maps - 1, 0))))
 
 
-def layer_unit(model: nn.Module, data, name: str, stem: str, k: int, *, batch_size: int, workers: int,
-               save, progress=None) -> dict:
-    """Mine ``name`` over the data (``introspect.top_k``), project each map's winners
-    (``introspect.project``) and write ``top.json``, the Fig. 2 tiles and one thumbnail per map.
+def mine_layer(model: nn.Module, data, name: str, k: int, *, batch_size: int, workers: int, label: str,
+               progress=None, distributed: bool = False):
+    """The top-``k`` ranking of every map of ``name`` over the data (``introspect.top_k`` without
+    projections). With ``distributed`` every rank of the process group calls it and mines its share;
+    every rank gets the merged ranking."""
+    return method("top_k")(model, data.dataset, layer=name, k=k, project=False, batch_size=batch_size,
+                           workers=workers, progress=_phase(progress, label), distributed=distributed)
 
-    Returns the ``top.json`` document (``introspect top``'s format) with ``stem`` and ``digits``."""
-    top = method("top_k")(model, data.dataset, layer=name, k=k, project=False, batch_size=batch_size,
-                          workers=workers, progress=_phase(progress, stem), distributed=False)
+
+def layer_doc(top, data, stem: str, save) -> dict:
+    """Write the ranking ``top`` as ``top.json`` (``introspect top``'s format, with image names);
+    returns it with ``stem`` and ``digits``."""
     doc = top.to_dict()
     for m in doc["maps"]:
         for entry in m["top"]:
             entry["image_name"] = data.names[entry["image"]]
     doc.pop("arrays", None)
     doc.pop("array_shape", None)
-    digits = digits_for(len(doc["maps"]))
-    doc.update(stem=stem, digits=digits)
+    doc.update(stem=stem, digits=digits_for(len(doc["maps"])))
     save(f"data/layers/{stem}/top.json", doc)
-    won: dict[int, list[tuple[int, int]]] = {}
-    for j, m in enumerate(doc["maps"]):
-        for entry in m["top"]:
-            won.setdefault(entry["image"], []).append((j, entry["rank"]))
-    meta = meta_of(model)
-    project = method("project")
-    for done, (n, slots) in enumerate(sorted(won.items()), 1):
-        x = data.image(n)
-        channels = sorted({doc["maps"][j]["channel"] for j, _ in slots})
-        res = project(model, x[None], layer=name, channels=channels, mode="max")
-        row = {int(c): i for i, c in enumerate(res.channel.tolist())}
-        for j, r in slots:
-            c = doc["maps"][j]["channel"]
-            i = row[c]
-            box = res.boxes[i].tolist()
-            proj = projection_tile(res.projections[i], box)
-            save(map_file(stem, c, r, digits, "proj"), proj)
-            save(map_file(stem, c, r, digits, "patch"), image_tile(x.float().cpu(), box, meta.mean, meta.std))
-            if r == 0:
-                save(thumb_file(stem, c, digits), thumbnail(proj))
-        if progress is not None:
-            progress(f"project {stem}", done, len(won))
     for m in doc["maps"]:  # a map no image ever reached (an empty data set share): a grey thumbnail
         if not m["top"]:
-            save(thumb_file(stem, m["channel"], digits), np.full((8, 8, 3), 128, np.uint8))
+            save(thumb_file(stem, m["channel"], doc["digits"]), np.full((8, 8, 3), 128, np.uint8))
+    return doc
+
+
+#: Bytes of projection windows computed at once.
+WINDOW_BYTES = 128 << 20
+
+
+def project_layer(model: nn.Module, data, name: str, stem: str, digits: int, doc: dict | None,
+                  pages: Sequence[int], *, batch_size: int, save_map, save_page, progress=None) -> dict[int, dict]:
+    """Every projection a layer's pages show, each (image, map) computed once.
+
+    The map pages need the deconvnet projection of each winner of ``doc`` (the ranking; None when
+    the map pages were reused), the image pages of images ``pages`` the :data:`IMAGE_MAPS`
+    strongest maps of each (``introspect.project``'s choice). The images are read in batches; each
+    batch gets one forward pass and its projections are computed in the receptive-field windows
+    only (``Deconvnet.windows``), several maps per pass. A projection both pages need is computed
+    once and written to both. ``save_map(rel, array)`` writes the map pages' tiles,
+    ``save_page(n)(rel, obj)`` image ``n``'s.
+
+    Returns:
+        dict[int, dict]: the ``maps.json`` record of each image of ``pages``.
+    """
+    from introspect.plugin import Deconvnet, Frame, layer_field, strongest
+
+    wins: dict[int, list[tuple[int, int, tuple[int, int]]]] = {}
+    for m in (doc or {}).get("maps", []):
+        for entry in m["top"]:
+            wins.setdefault(entry["image"], []).append((m["channel"], entry["rank"], tuple(entry["position"])))
+    wanted, todo = set(pages), sorted(set(wins) | set(pages))
+    meta = meta_of(model)
+    records: dict[int, dict] = {}
+    first, size, done = 0, batch_size, 0
+    while first < len(todo):
+        group = todo[first:first + size]
+        x = torch.stack([data.image(n) for n in group]).to(model_device(model))
+        net = Deconvnet(model, x, name)
+        if net.method == "autograd" and len(group) > 1:
+            size = 1  # a batched backward pass runs over every image of the batch: one image each
+            continue
+        first += len(group)
+        image_hw = tuple(x.shape[-2:])
+        field = layer_field(model, name, tuple(x.shape[1:]))
+        values, positions = strongest(net.activations)
+        values, positions = values.float().cpu(), positions.cpu()
+        wanted_here: dict[tuple[int, int], tuple[int, int]] = {}
+        chosen: dict[int, list[int]] = {}
+        for b, n in enumerate(group):
+            for c, _, pos in wins.get(n, []):
+                wanted_here.setdefault((b, c), pos)
+            if n in wanted:
+                order = torch.sort(values[b].nan_to_num(float("-inf")), descending=True, stable=True).indices
+                chosen[n] = order[:IMAGE_MAPS].tolist()
+                for c in chosen[n]:
+                    wanted_here.setdefault((b, c), tuple(positions[b, c].tolist()))
+        tiles = _project_tiles(net, Frame.of(field, image_hw, "max"), field, wanted_here, x.float().cpu(), meta)
+        for b, n in enumerate(group):
+            for c, r, _ in wins.get(n, []):
+                proj, patch, _, _ = tiles[b, c]
+                save_map(map_file(stem, c, r, digits, "proj"), proj)
+                save_map(map_file(stem, c, r, digits, "patch"), patch)
+                if r == 0:
+                    save_map(thumb_file(stem, c, digits), thumbnail(proj))
+            if n in chosen:
+                records[n] = _page_maps(n, name, stem, digits, chosen[n], b, tiles, values, save_page(n))
+        done += len(group)
+        if progress is not None:
+            progress(f"project {stem}", done, len(todo))
+    return records
+
+
+def _project_tiles(net, frame, field, wanted: dict, images: torch.Tensor, meta) -> dict:
+    """``{(b, c): (projection tile, patch tile, box, position)}`` of map ``c`` of image ``b`` of the batch, its
+    activation at ``wanted[(b, c)]`` kept: windows of the receptive field, in chunks of
+    :data:`WINDOW_BYTES`."""
+    keys = list(wanted)
+    image_hw = tuple(images.shape[-2:])
+    chunk = max(1, WINDOW_BYTES // (4 * images.shape[1] * frame.size[0] * frame.size[1]))
+    tiles = {}
+    for start in range(0, len(keys), chunk):
+        part = keys[start:start + chunk]
+        b = torch.tensor([key[0] for key in part], dtype=torch.int64)
+        c = torch.tensor([key[1] for key in part], dtype=torch.int64)
+        pos = torch.tensor([wanted[key] for key in part], dtype=torch.int64).view(-1, 2)
+        windows, origins = net.windows(b, c, frame, mode="max", position=pos)
+        for i, key in enumerate(part):
+            box = list(field.receptive_box(*pos[i].tolist(), image_hw))
+            oy, ox = origins[i].tolist()
+            inside = [box[0] - oy, box[1] - ox, box[2] - oy, box[3] - ox]
+            tiles[key] = (projection_tile(windows[i], inside),
+                          image_tile(images[key[0]], box, meta.mean, meta.std), box, pos[i].tolist())
+    return tiles
+
+
+def _page_maps(n: int, name: str, stem: str, digits: int, channels: list[int], b: int, tiles: dict,
+               values: torch.Tensor, save) -> dict:
+    """Write image ``n``'s tiles of its strongest maps ``channels`` and their ``maps.json``."""
+    maps = []
+    for c in channels:
+        proj, patch, box, position = tiles[b, c]
+        rel = f"{image_dir(n)}/{stem}/c{c:0{digits}d}.png"
+        save(rel, proj)
+        save(rel[:-4] + "-patch.png", patch)
+        maps.append({"channel": c, "activation": float(values[b, c]), "position": position,
+                     "box": box, "file": rel, "patch": rel[:-4] + "-patch.png"})
+    doc = {"image": n, "layer": name, "maps": maps}
+    save(f"{image_dir(n)}/{stem}/maps.json", doc)
     return doc
 
 
@@ -205,25 +291,6 @@ def image_unit(model: nn.Module, data, n: int, top5: list[dict], save, save_dir)
     return doc
 
 
-def image_layer_unit(model: nn.Module, data, n: int, name: str, stem: str, digits: int, save) -> dict:
-    """The strongest maps of layer ``name`` for image ``n``, projected (``introspect.project``)."""
-    meta = meta_of(model)
-    x = data.image(n)
-    res = method("project")(model, x[None], layer=name, maps=IMAGE_MAPS, mode="max")
-    maps = []
-    for i in range(len(res)):
-        c = int(res.channel[i])
-        box = res.boxes[i].tolist()
-        rel = f"{image_dir(n)}/{stem}/c{c:0{digits}d}.png"
-        save(rel, projection_tile(res.projections[i], box))
-        save(rel[:-4] + "-patch.png", image_tile(x.float().cpu(), box, meta.mean, meta.std))
-        maps.append({"channel": c, "activation": float(res.activation[i]), "position": res.position[i].tolist(),
-                     "box": box, "file": rel, "patch": rel[:-4] + "-patch.png"})
-    doc = {"image": n, "layer": name, "maps": maps}
-    save(f"{image_dir(n)}/{stem}/maps.json", doc)
-    return doc
-
-
 def filters_unit(model: nn.Module, data, batch_size: int, save_dir, progress=None) -> dict:
     """Fig. 6 of the first convolution (``introspect.first_layer_filters``), saved as
     ``introspect filters`` writes it."""
@@ -238,9 +305,10 @@ def filters_unit(model: nn.Module, data, batch_size: int, save_dir, progress=Non
 __all__ = [
     "check_methods",
     "filters_unit",
-    "image_layer_unit",
     "image_unit",
-    "layer_unit",
+    "layer_doc",
     "method",
+    "mine_layer",
     "predictions",
+    "project_layer",
 ]

@@ -1,6 +1,7 @@
 """``introspect.report``: the microscope site of a model over a folder of images."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -16,10 +17,13 @@ from introspect.plugin import (
     IntrospectError,
     Progress,
     Shown,
+    check_ranks,
     display_name,
+    group_of,
     jsonable,
     meta_of,
     resolve_layer,
+    share_object,
     short_list,
 )
 from introspect_report import compute, site
@@ -86,7 +90,8 @@ class Report(Shown):
 def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspect-out/report",
            layers: str | Sequence[str] | None = None, k: int = 9, images: int | None = None,
            batch_size: int = 32, workers: int = 0, limit: int | None = None, force: bool = False,
-           skip_bad: bool = False, progress: Progress | None = None, command: str | None = None) -> Report:
+           skip_bad: bool = False, progress: Progress | None = None, command: str | None = None,
+           distributed: bool | None = None) -> Report | None:
     """Write a static, self-contained site (``out/index.html``) that browses ``model`` over ``dataset``.
 
     Pages: an index (model, layer table, links), a page per layer (every feature map as a thumbnail
@@ -120,9 +125,15 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
         skip_bad (bool): leave out unreadable image files (listed in the report) instead of failing.
         progress (callable | None): ``progress(phase, done, total)``.
         command (str | None): the command line to show on the index page.
+        distributed (bool | None): several processes (``torchrun``): None (default) uses the
+            default process group when one is initialized with more than one process, True requires
+            one, False ignores it. Every rank calls ``report`` with the same arguments and mines its
+            share of the data for each layer (``introspect.top_k``, merged exactly); rank 0 alone
+            writes ``out`` and computes the rest of the site. An error on any rank before or while
+            mining stops every rank with the same one line.
 
     Returns:
-        Report: the folder, pages, files, reused units and timings.
+        Report | None: the folder, pages, files, reused units and timings; None on ranks other than 0.
 
     Example:
         >>> model = introspect.load_model(None)               # the bundled ZFNet
@@ -131,32 +142,53 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
         PosixPath('site/index.html')
     """
     started = time.perf_counter()
-    _check_args(k, images, batch_size, workers, limit)
-    compute.check_methods()
-    if dataset is None:
-        from introspect.plugin import bundled_image_dir
+    group = group_of(distributed)
+    lead = group is None or group.lead
+    with contextlib.ExitStack() as stack:
+        error, todo = None, None
+        try:  # every rank checks the input; rank 0 alone opens --out and decides what is left to do
+            _check_args(k, images, batch_size, workers, limit)
+            compute.check_methods()
+            if dataset is None:
+                from introspect.plugin import bundled_image_dir
 
-        dataset = bundled_image_dir()
-    data = open_data(dataset, model, limit=limit, skip_bad=skip_bad, progress=progress)
-    names = _layers(model, layers)
-    compute.check_layers(model, data, [n for n, _ in names])
-    meta = meta_of(model)
-    options = {"k": k, "input_size": list(meta.input_size), "mean": list(meta.mean), "std": list(meta.std),
-               "skipped": data.skipped, "format": FORMAT}
-    fp = fingerprint(model, data.names, data.files, options)
-    shown = list(range(len(data) if images is None else min(images, len(data))))
-    with SiteFolder(out, force, command) as folder:
-        old = folder.previous if folder.previous and folder.previous.get("fingerprint") == fp else None
-        build = _Build(folder, old, progress)
-        layer_docs = [build.layer(model, data, name, s, k, batch_size, workers) for name, s in names]
+                dataset = bundled_image_dir()
+            data = open_data(dataset, model, limit=limit, skip_bad=skip_bad, progress=progress)
+            names = _layers(model, layers)
+            compute.check_layers(model, data, [n for n, _ in names])
+            meta = meta_of(model)
+            options = {"k": k, "input_size": list(meta.input_size), "mean": list(meta.mean), "std": list(meta.std),
+                       "skipped": data.skipped, "format": FORMAT}
+            fp = fingerprint(model, data.names, data.files, options)
+            shown = list(range(len(data) if images is None else min(images, len(data))))
+            if lead:
+                folder = stack.enter_context(SiteFolder(out, force, command))
+                old = folder.previous if folder.previous and folder.previous.get("fingerprint") == fp else None
+                build = _Build(folder, old, progress)
+                layer_docs = {name: build.reused_layer(name, s) for name, s in names}
+                page_maps = {name: {n: build.reused_page(n, name, s) for n in shown} for name, s in names}
+                todo = [name for name, _ in names if layer_docs[name] is None]
+        except Exception as exc:  # the other ranks must hear of it, or they wait for rank 0
+            error = exc
+        check_ranks(error, "checking the model, the data and --out")
+        todo = share_object(todo, "sharing the layers to mine")
+        tops = {name: compute.mine_layer(model, data, name, k, batch_size=batch_size, workers=workers, label=s,
+                                         progress=progress, distributed=group is not None)
+                for name, s in names if name in todo}
+        if not lead:
+            return None
+        docs = [build.layer(model, data, name, s, layer_docs[name], tops.get(name), page_maps[name], batch_size)
+                for name, s in names]
         top5 = compute.predictions(model, data, [n for n in shown if not build.has_image(n)], batch_size)
         image_docs = []
         for done, n in enumerate(shown, 1):
-            image_docs.append(build.image(model, data, n, top5.get(n), layer_docs))
+            doc = build.image(model, data, n, top5.get(n))
+            doc["layers"] = {layer["layer"]: page_maps[layer["layer"]][n] for layer in docs}
+            image_docs.append(doc)
             if progress is not None:
                 progress("images", done, len(shown))
         filters = build.filters(model, data, batch_size)
-        doc = _site_doc(model, data, layer_docs, image_docs, filters, fp, command)
+        doc = _site_doc(model, data, docs, image_docs, filters, fp, command)
         pages = site.write_pages(doc, build.text)
         manifest = _manifest(doc, build, pages, options)
         build.text(MANIFEST, _json(manifest))
@@ -201,36 +233,48 @@ def _layers(model: nn.Module, layers) -> list[tuple[str, str]]:
 
 
 class _Build:
-    """Writes files into the staging folder, and reuses units of the previous site."""
+    """Writes files into the staging folder, each into a unit (a layer's map pages, an image, an
+    image's maps of one layer, the filters), and reuses units of the previous site."""
 
     def __init__(self, folder: SiteFolder, old: dict | None, progress: Progress | None):
         self.folder, self.old, self.progress = folder, old, progress
         self.files: set[str] = set()
         self.units: dict[str, list[str]] = {}
         self.reused: list[str] = []
-        self._unit: list[str] | None = None
+        self._unit: str | None = None
 
     # -- writing -------------------------------------------------------------------------------
-    def _path(self, rel: str) -> Path:
+    def _path(self, rel: str, unit: str | None) -> Path:
         path = self.folder.path(rel)
-        self.files.add(rel)
-        if self._unit is not None:
-            self._unit.append(rel)
+        self._claim(rel, unit)
         return path
 
-    def save(self, rel: str, obj) -> None:
-        """A PNG (uint8 array) or JSON (anything else)."""
+    def _claim(self, rel: str, unit: str | None) -> None:
+        self.files.add(rel)
+        unit = unit or self._unit
+        if unit is not None:
+            self.units[unit].append(rel)
+
+    def save(self, rel: str, obj, unit: str | None = None) -> None:
+        """A PNG (uint8 array) or JSON (anything else), in ``unit`` (default: the one being computed)."""
         import numpy as np
         from PIL import Image
 
-        path = self._path(rel)
+        path = self._path(rel, unit)
         if isinstance(obj, np.ndarray):
             Image.fromarray(obj).save(path, format="PNG", compress_level=3)
         else:
             path.write_text(_json(obj), encoding="utf-8")
 
+    def saver(self, unit: str):
+        """``save`` into a new unit ``unit`` (what the previous site had under that key is not used)."""
+        self.units[unit] = []
+        if unit in self.reused:
+            self.reused.remove(unit)
+        return lambda rel, obj: self.save(rel, obj, unit)
+
     def text(self, rel: str, text: str) -> None:
-        self._path(rel).write_text(text, encoding="utf-8")
+        self._path(rel, None).write_text(text, encoding="utf-8")
 
     def save_dir(self, rel: str, writer) -> list[str]:
         """``writer(folder)`` (a result's ``save``) into ``rel``; returns the file names in it."""
@@ -240,9 +284,7 @@ class _Build:
         for name in names:
             if name != "result.json":
                 self.folder.path(f"{rel}/{name}")  # claimed in the output folder (already written)
-            self.files.add(f"{rel}/{name}")
-            if self._unit is not None:
-                self._unit.append(f"{rel}/{name}")
+            self._claim(f"{rel}/{name}", None)
         return names
 
     # -- units ---------------------------------------------------------------------------------
@@ -265,41 +307,50 @@ class _Build:
         return doc
 
     def _compute(self, key: str, fn):
-        self._unit = []
+        self.saver(key)
+        self._unit = key
         try:
-            doc = fn()
+            return fn()
         finally:
-            self.units[key], self._unit = self._unit, None
-        return doc
+            self._unit = None
 
-    def layer(self, model, data: Data, name: str, s: str, k: int, batch_size: int, workers: int) -> dict:
-        key = f"layer:{name}"
-        doc = self._reuse(key, f"data/layers/{s}/top.json")
-        if doc is None or doc.get("stem") != s:
-            doc = self._compute(key, lambda: compute.layer_unit(model, data, name, s, k, batch_size=batch_size,
-                                                                workers=workers, save=self.save,
-                                                                progress=self.progress))
+    def reused_layer(self, name: str, s: str) -> dict | None:
+        """The ranking (``top.json``) and map pages of layer ``name`` from the previous site, or None."""
+        doc = self._reuse(f"layer:{name}", f"data/layers/{s}/top.json")
+        return doc if doc is not None and doc.get("stem") == s else None
+
+    def reused_page(self, n: int, name: str, s: str) -> dict | None:
+        """Image ``n``'s strongest maps of layer ``name`` from the previous site, or None."""
+        return self._reuse(f"image:{n}:{name}", f"{compute.image_dir(n)}/{s}/maps.json")
+
+    def layer(self, model, data: Data, name: str, s: str, doc: dict | None, top, page_maps: dict[int, dict | None],
+              batch_size: int) -> dict:
+        """Layer ``name``'s record: written from the ranking ``top`` when ``doc`` (reused) is None;
+        then the projections its map pages (when new) and the image pages still missing in
+        ``page_maps`` (filled in) need, in one pass."""
+        save_map = None
+        if doc is None:
+            save_map = self.saver(f"layer:{name}")
+            doc = compute.layer_doc(top, data, s, save_map)
+        missing = [n for n, maps in page_maps.items() if maps is None]
+        if top is not None or missing:
+            page_maps.update(compute.project_layer(
+                model, data, name, s, doc["digits"], doc if top is not None else None, missing,
+                batch_size=batch_size, save_map=save_map,
+                save_page=lambda n: self.saver(f"image:{n}:{name}"), progress=self.progress))
         doc["dead"] = sum(1 for m in doc["maps"] if not m["top"] or m["top"][0]["activation"] <= 0)
         return doc
 
     def has_image(self, n: int) -> bool:
         return self.old is not None and f"image:{n}" in self.old.get("units", {})
 
-    def image(self, model, data: Data, n: int, top5, layer_docs: list[dict]) -> dict:
+    def image(self, model, data: Data, n: int, top5) -> dict:
         key = f"image:{n}"
         doc = self._reuse(key, f"{compute.image_dir(n)}/image.json")
         if doc is None:
             if top5 is None:
                 top5 = compute.predictions(model, data, [n], 1)[n]
             doc = self._compute(key, lambda: compute.image_unit(model, data, n, top5, self.save, self.save_dir))
-        doc["layers"] = {}
-        for layer in layer_docs:
-            lkey = f"image:{n}:{layer['layer']}"
-            maps = self._reuse(lkey, f"{compute.image_dir(n)}/{layer['stem']}/maps.json")
-            if maps is None:
-                maps = self._compute(lkey, lambda layer=layer: compute.image_layer_unit(
-                    model, data, n, layer["layer"], layer["stem"], layer["digits"], self.save))
-            doc["layers"][layer["layer"]] = maps
         return doc
 
     def filters(self, model, data: Data, batch_size: int) -> dict:
