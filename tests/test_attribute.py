@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from captum import attr as ca
@@ -33,6 +34,9 @@ CASES = {
     "saliency": ({}, {"abs": True}),
     "input_x_gradient": ({}, {}),
     "integrated_gradients": ({"n_steps": 8}, {"n_steps": 8, "baselines": 0.0}),
+    "gradient_shap": ({"n_samples": 4, "stdevs": 0.1, "baseline": 0.5},
+                      {"n_samples": 4, "stdevs": 0.1,
+                       "baselines": torch.full((1, 3, 48, 48), 0.5, dtype=torch.float64)}),
     "guided_backprop": ({}, {}),
     "deconvolution": ({}, {}),
     "guided_gradcam": ({}, {"interpolate_mode": "nearest"}),
@@ -46,6 +50,7 @@ CAPTUM = {
     "saliency": ca.Saliency,
     "input_x_gradient": ca.InputXGradient,
     "integrated_gradients": ca.IntegratedGradients,
+    "gradient_shap": ca.GradientShap,
     "guided_backprop": ca.GuidedBackprop,
     "deconvolution": ca.Deconvolution,
     "guided_gradcam": ca.GuidedGradCam,
@@ -79,6 +84,7 @@ def test_every_method_equals_captum(model, x, name):
         theirs_kwargs.update(feature_mask=grid_mask(24), perturbations_per_eval=16)
     obj = CAPTUM[name](model, layer) if spec.layer else CAPTUM[name](model)
     torch.manual_seed(3)
+    np.random.seed(3)
     expected = obj.attribute(x.clone(), target=[1, 3], **theirs_kwargs)
     if name == "layer_gradcam":
         expected = ca.LayerAttribution.interpolate(expected, (48, 48), interpolate_mode="bilinear")

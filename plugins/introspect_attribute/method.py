@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -139,7 +140,8 @@ def attribute(
             with ``nt_samples`` noisy copies of standard deviation ``nt_stdevs``.
         metrics (bool): add captum's ``infidelity`` (Gaussian perturbations, std 0.003) and
             ``sensitivity_max`` (radius 0.02) with ``metric_samples`` samples each.
-        seed (int): seeds the random parts (noise tunnel, sampling, metrics).
+        seed (int): seeds the random parts (noise tunnel, sampling, metrics): torch's and numpy's
+            generators.
         **options: the method's own options (e.g. ``n_steps=32``, ``window=16``).
 
     Returns:
@@ -164,6 +166,7 @@ def attribute(
     model.eval()
     try:
         torch.manual_seed(seed)
+        np.random.seed(seed)  # captum draws some of its random numbers with numpy (gradient SHAP)
         with torch.no_grad():
             logits = model(x)
         targets = _targets(target, logits, meta.classes, len(x))

@@ -89,6 +89,13 @@ def _grid_mask(x, side: int):
     return (rows[:, None] * per_row + cols[None, :]).view(1, 1, h, w)
 
 
+def _constant(x, value: float):
+    """A ``1 x C x H x W`` baseline holding ``value`` (a distribution of one baseline)."""
+    import torch
+
+    return torch.full((1, *x.shape[1:]), value, dtype=x.dtype, device=x.device)
+
+
 def _occlusion(x, o):
     c = x.shape[1]
     return {"sliding_window_shapes": (c, o["window"], o["window"]), "strides": (c, o["stride"], o["stride"]),
@@ -114,6 +121,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                                           ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle",
                                            "riemann_trapezoid")),
                     "internal_batch_size": Option(int, 0, "steps per backward pass (0: all at once)"),
+                    "baseline": _BASELINE}),
+    Method("gradient_shap", "gradient SHAP: expected gradients between a baseline and the noisy input",
+           "captum.attr:GradientShap", False,
+           lambda x, o: {"baselines": _constant(x, o["baseline"]), "n_samples": o["n_samples"],
+                         "stdevs": o["stdevs"]},
+           options={"n_samples": Option(int, 16, "random points per image"),
+                    "stdevs": Option(float, 0.0, "standard deviation of the noise added to each point"),
                     "baseline": _BASELINE}),
     Method("guided_backprop", "guided backpropagation", "introspect.captum:GuidedBackprop", True,
            lambda x, o: {}),
