@@ -50,31 +50,34 @@ def fast_init(seed: int = 0):
     uniform_block = torch.rand(_BLOCK, generator=g)
     offset = [0]
 
-    def tile(t: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    def tile(t: torch.Tensor, block: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+        """``t`` (flattened) = ``block`` from a rolling start, wrapped round, times ``scale`` plus
+        ``shift``: written in place block by block, no temporary the size of ``t``."""
         with torch.no_grad():
-            flat = t.view(-1) if t.is_contiguous() else None
+            flat = t.view(-1) if t.is_contiguous() else torch.empty(t.numel(), dtype=t.dtype)
             n = t.numel()
             start = offset[0] % _BLOCK
             offset[0] += 7919
-            reps = (start + n) // _BLOCK + 1
-            values = block.repeat(reps)[start:start + n] if reps > 1 else block[start:start + n]
-            if flat is not None:
-                flat.copy_(values)
-            else:
-                t.copy_(values.view(t.shape))
+            pos = 0
+            while pos < n:
+                m = min(n - pos, _BLOCK - start)
+                torch.mul(block[start:start + m], scale, out=flat[pos:pos + m])
+                pos, start = pos + m, 0
+            if shift:
+                flat.add_(shift)
+            if not t.is_contiguous():
+                t.copy_(flat.view(t.shape))
         return t
 
     def normal_(t, mean=0.0, std=1.0, *args, **kwargs):
-        with torch.no_grad():
-            return tile(t, normal_block).mul_(std).add_(mean)
+        return tile(t, normal_block, std, mean)
 
     def trunc_normal_(t, mean=0.0, std=1.0, a=-2.0, b=2.0, *args, **kwargs):
         with torch.no_grad():
-            return tile(t, normal_block).mul_(std).add_(mean).clamp_(a, b)
+            return tile(t, normal_block, std, mean).clamp_(a, b)
 
     def uniform_(t, a=0.0, b=1.0, *args, **kwargs):
-        with torch.no_grad():
-            return tile(t, uniform_block).mul_(b - a).add_(a)
+        return tile(t, uniform_block, b - a, a)
 
     def kaiming_(t, a=0, mode="fan_in", nonlinearity="leaky_relu", *args, **kwargs):
         fan = init._calculate_correct_fan(t, mode) if t.dim() >= 2 else max(t.numel(), 1)
@@ -147,7 +150,7 @@ def changes(before: dict, model: nn.Module, values: bool = True) -> list[str]:
     """What differs between ``before`` (a :func:`snapshot`) and ``model`` now; empty when unchanged.
     ``values=False`` skips comparing the numbers themselves (an in-place write still shows in the
     version counter); the last check of a sweep compares them."""
-    after = snapshot(model, copy=values)
+    after = snapshot(model, copy=False)  # compared with ``before``'s copies: nothing to copy now
     found = []
     if before["tensors"].keys() != after["tensors"].keys():
         found.append(f"tensors added/removed: {sorted(before['tensors'].keys() ^ after['tensors'].keys())[:3]}")
