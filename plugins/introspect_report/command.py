@@ -132,7 +132,7 @@ def report_command(model, data_dir, layers, k, images, batch_size, workers, limi
         finally:
             if bars is not None:
                 bars.close()
-    if built is None:  # not rank 0: rank 0 writes and prints
+    if not built.written:  # not rank 0: rank 0 writes and prints
         return
     doc = built.to_dict()
     doc["processes"] = processes = 1 if group is None else group.world

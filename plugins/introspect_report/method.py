@@ -45,6 +45,8 @@ class Report(Shown):
         seconds (float): time to build.
         moved_aside (Path | None): where ``force`` moved a folder of someone else's files that was in
             the way (nothing is deleted).
+        written (bool): this process wrote the site; False on the ranks other than 0 of a
+            ``torchrun`` (their report names the layers and images, no pages or files).
     """
 
     out: Path
@@ -57,6 +59,7 @@ class Report(Shown):
     fingerprint: str = ""
     seconds: float = 0.0
     moved_aside: Path | None = None
+    written: bool = True
 
     @property
     def index(self) -> Path:
@@ -66,7 +69,7 @@ class Report(Shown):
         return {"method": "report", "out": str(self.out), "index": str(self.index), "layers": self.layers,
                 "images": self.images, "pages": len(self.pages), "files": len(self.files), "reused": self.reused,
                 "skipped": self.skipped, "fingerprint": self.fingerprint, "seconds": self.seconds,
-                "moved_aside": str(self.moved_aside) if self.moved_aside else None}
+                "moved_aside": str(self.moved_aside) if self.moved_aside else None, "written": self.written}
 
     def _repr_lines(self) -> list[str]:
         return [f"Report: {len(self.pages)} pages, {len(self.files)} files in {self.index}",
@@ -91,7 +94,7 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
            layers: str | Sequence[str] | None = None, k: int = 9, images: int | None = None,
            batch_size: int = 32, workers: int = 0, limit: int | None = None, force: bool = False,
            skip_bad: bool = False, progress: Progress | None = None, command: str | None = None,
-           distributed: bool | None = None) -> Report | None:
+           distributed: bool | None = None) -> Report:
     """Write a static, self-contained site (``out/index.html``) that browses ``model`` over ``dataset``.
 
     Pages: an index (model, layer table, links), a page per layer (every feature map as a thumbnail
@@ -133,7 +136,8 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
             mining stops every rank with the same one line.
 
     Returns:
-        Report | None: the folder, pages, files, reused units and timings; None on ranks other than 0.
+        Report: the folder, pages, files, reused units and timings; on ranks other than 0 a report
+        with ``written`` False and no pages or files (rank 0 writes the site).
 
     Example:
         >>> model = introspect.load_model(None)               # the bundled ZFNet
@@ -176,7 +180,8 @@ def report(model: nn.Module, dataset=None, *, out: str | os.PathLike = "introspe
                                          progress=progress, distributed=group is not None)
                 for name, s in names if name in todo}
         if not lead:
-            return None
+            return Report(Path(out), [n for n, _ in names], shown, [], [], fingerprint=fp,
+                          seconds=time.perf_counter() - started, written=False)
         docs = [build.layer(model, data, name, s, layer_docs[name], tops.get(name), page_maps[name], batch_size)
                 for name, s in names]
         top5 = compute.predictions(model, data, [n for n in shown if not build.has_image(n)], batch_size)
