@@ -288,3 +288,20 @@ def test_bad_launches_give_one_line(monkeypatch, tiny_checkpoint, image_folder, 
     assert result.exit_code in (1, 2), result.output
     assert all(text in result.output for text in expected), result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_failed_launch_does_not_spoil_the_next_one(monkeypatch, tiny_checkpoint, image_folder, tmp_path):
+    """A launch that cannot join (no MASTER_ADDR) leaves this process able to join two ranks later:
+    torch counts the failed group, and a stale count makes the next rendezvous wait for keys that
+    the other rank never writes."""
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    failed = CliRunner().invoke(build_cli(), top_args(tiny_checkpoint, image_folder, tmp_path / "never"))
+    assert failed.exit_code == 1 and "cannot join the 2 torchrun processes" in failed.output
+    out = tmp_path / "out"
+    here, (stdout, stderr, code) = rank_0_here_rank_1_in_a_child(
+        monkeypatch, [*top_args(tiny_checkpoint, image_folder, out), "--timeout", "60"])
+    assert (here.exit_code, code) == (0, 0), here.output + stderr[-2000:]
+    assert json.loads(here.stdout)["processes"] == 2

@@ -233,6 +233,7 @@ def process_group(device: str | torch.device = "auto", timeout: float = DEFAULT_
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     except (RuntimeError, ValueError) as exc:  # the rendezvous timed out, or the environment is incomplete
+        _forget_failed_init(dist)
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise IntrospectError(f"cannot join the {world} torchrun processes ({backend}): {lines[0]}; "
                               "launch with torchrun (it sets RANK, MASTER_ADDR and MASTER_PORT)") from None
@@ -240,6 +241,16 @@ def process_group(device: str | torch.device = "auto", timeout: float = DEFAULT_
         yield Group(dist.get_rank(), dist.get_world_size(), rank_device)
     finally:
         dist.destroy_process_group()
+
+
+def _forget_failed_init(dist) -> None:
+    """torch counts a default group even when its rendezvous fails, and the next
+    ``init_process_group`` of this process then waits for store keys that no other rank writes (its
+    prefix is one higher): set the count back while no group exists, so a later launch in the same
+    process joins its peers."""
+    world = getattr(getattr(dist, "distributed_c10d", None), "_world", None)
+    if world is not None and hasattr(world, "group_count") and not dist.is_initialized():
+        world.group_count = 0
 
 
 __all__ = ["DEFAULT_TIMEOUT", "Group", "all_gather_tensors", "check_ranks", "group_of", "launched_world",
