@@ -280,7 +280,7 @@ def test_the_tail_runs_once_over_all_batches_with_the_same_numbers(arch):
     else:
         model = torchvision.models.resnet18(num_classes=10).eval()
     x, fill = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
-    sweep = grid_sweep((64, 64), 14, 6)
+    sweep = grid_sweep((64, 64), 14, 10)  # 36 positions, 6 batches of up to 7
     engine = IncrementalModel(model, x)
     steps = engine.plan(sweep, None, 7)
     first = engine.tail(steps)
