@@ -239,8 +239,29 @@ def process_group(device: str | torch.device = "auto", timeout: float = DEFAULT_
                               "launch with torchrun (it sets RANK, MASTER_ADDR and MASTER_PORT)") from None
     try:
         yield Group(dist.get_rank(), dist.get_world_size(), rank_device)
+    except Exception:  # not on Ctrl-C: every rank gets it and leaves at once
+        _leave_together(dist, backend)
+        raise
     finally:
         dist.destroy_process_group()
+
+
+def _leave_together(dist, backend: str) -> None:
+    """After an error that every rank heard of (:func:`check_ranks`), wait a few seconds for the
+    other ranks to reach the same point before the group is torn down: a rank that tears its
+    connections down while a peer is still reading the last collective makes the peer's backend
+    thread abort the process (``terminate called without an active exception``). A rank that died
+    is not waited for longer than that."""
+    if backend != "gloo":
+        return
+    try:
+        dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_TIMEOUT), wait_all_ranks=True)
+    except RuntimeError:
+        pass  # a rank is gone: nothing to wait for
+
+
+#: Seconds the ranks wait for each other to leave the group together after an error.
+LEAVE_TIMEOUT = 5
 
 
 def _forget_failed_init(dist) -> None:
