@@ -175,6 +175,13 @@ def child_env() -> dict:
     return env
 
 
+def torchrun_two(args: list[str]) -> subprocess.CompletedProcess:
+    """``introspect ARGS`` under ``torchrun --nproc-per-node 2`` on a free port."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(free_port()), "-m", "introspect.cli", *args]
+    return subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+
+
 def top_args(checkpoint, folder, out):
     return ["top", str(checkpoint), str(folder), "--layer", "conv5", "--k", "5", "--batch-size", "4",
             "--limit", "24", "--device", "cpu", "--out", str(out), "--json"]
@@ -184,9 +191,7 @@ def test_torchrun_two_gloo_processes_equal_one_process(tiny_checkpoint, image_fo
     one, two = tmp_path / "one", tmp_path / "two"
     result = CliRunner().invoke(build_cli(), top_args(tiny_checkpoint, image_folder, one))
     assert result.exit_code == 0, result.output
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(free_port()), "-m", "introspect.cli", *top_args(tiny_checkpoint, image_folder, two)]
-    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    proc = torchrun_two(top_args(tiny_checkpoint, image_folder, two))
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)                                   # rank 0 alone printed: one JSON document
     assert doc["processes"] == 2 and doc["images_seen"] == 24

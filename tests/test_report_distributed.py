@@ -3,14 +3,12 @@ as one process; a setup error on one rank stops both with one line and writes no
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
 from introspect.cli import build_cli
-from test_distributed import CHILD_TIMEOUT, child_env, free_port, image_folder, rank_0_here_rank_1_in_a_child  # noqa: F401  (image_folder: a fixture)
+from test_distributed import image_folder, rank_0_here_rank_1_in_a_child, torchrun_two  # noqa: F401  (image_folder: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,9 +26,7 @@ def test_torchrun_two_gloo_processes_build_the_one_process_site(tiny_checkpoint,
     one, two = tmp_path / "one", tmp_path / "two"
     result = CliRunner().invoke(build_cli(), report_args(tiny_checkpoint, image_folder, one))
     assert result.exit_code == 0, result.output
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(free_port()), "-m", "introspect.cli", *report_args(tiny_checkpoint, image_folder, two)]
-    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    proc = torchrun_two(report_args(tiny_checkpoint, image_folder, two))
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)                                   # rank 0 alone printed: one JSON document
     assert doc["processes"] == 2 and json.loads(result.stdout)["processes"] == 1
