@@ -35,7 +35,9 @@ Which inputs take which path:
     ``attribute_to_neuron_input`` is ``False``: the windowed deconvnet walk of
     :mod:`introspect.core.chain`, over the unit's receptive field only. The forward pass (with its
     max-pool switches) is kept and reused while the same input tensor, unchanged, comes back with the
-    same parameters: a loop over the neurons of one image runs one forward pass. **captum** for
+    chain's parameters unchanged: a loop over the neurons of one image runs one forward pass. The
+    walk's top steps, above the first max pool, do not depend on the image: their result is kept per
+    channel and cut pattern and serves later calls for every image. **captum** for
     everything else (local response normalization, whose gradient captum takes and the deconvnet
     does not, residual models, functional ReLUs, slices or callables as selectors).
 
@@ -278,10 +280,14 @@ class NeuronDeconvolution(_CaptumNeuronDeconvolution):
         ...     maps.append(nd.attribute(image, neuron_selector=(c, y, x)))
     """
 
+    #: Walks of the image-free top steps kept (one per channel and cut pattern; oldest dropped first).
+    KEEP = 1024
+
     def __init__(self, model: nn.Module, layer: nn.Module, device_ids=None) -> None:
         super().__init__(model, layer, device_ids)
         self.last_path: str | None = None
         self._cached: tuple | None = None
+        self._image_free: tuple[tuple | None, dict] = (None, {})
 
     @log_usage(part_of_slo=True)
     def attribute(
@@ -318,15 +324,45 @@ class NeuronDeconvolution(_CaptumNeuronDeconvolution):
         """The traced chain of ``x`` (kept while ``x`` and the parameters are unchanged), or ``None``."""
         from introspect.core.chain import trace_chain
 
-        versions = tuple(p._version for p in self.forward_func.parameters())
-        key = (x.shape, x.dtype, x.device, versions)
-        if self._cached is not None and self._cached[0] == key and torch.equal(self._cached[1], x):
+        key = (x.shape, x.dtype, x.device)
+        if (self._cached is not None and self._cached[0] == key and torch.equal(self._cached[1], x)
+                and (self._cached[2] is None or self._cached[2].state_versions() == self._cached[3])):
             return self._cached[2]
         chain = trace_chain(self.forward_func, x.detach(), self.layer)
         if chain is not None and not all(type(s.module) in _CAPTUM_CHAIN for s in chain.steps):
             chain = None  # captum rectifies at nn.ReLU only and differentiates everything else (LRN)
-        self._cached = (key, x.detach().clone(), chain)
+        self._cached = (key, x.detach().clone(), chain, None if chain is None else chain.state_versions())
         return chain
+
+    def _image_free_walk(self, chain, c: int, y: int, x: int):
+        """``(window, origin, depth)``: the walk of the one-hot neuron ``(c, y, x)`` down the
+        ``depth`` steps above the first max pool. Those steps do not depend on the image, only on
+        the channel and on how the window is cut to each map, so each (channel, cuts) is walked
+        once and kept while the parameters stay unchanged (a neuron away from the borders of its
+        map is cut like every other one)."""
+        act = chain.activations
+        depth = chain.image_free_depth
+        steps = list(reversed(chain.steps))[:depth]
+        cuts = sum(s.kind == "conv" for s in steps)
+        stamp = (tuple(id(s.module) for s in chain.steps), chain.state_versions(), act.dtype, act.device,
+                 chain.input_hw)
+        if self._image_free[0] != stamp:
+            self._image_free = (stamp, {})
+        kept = self._image_free[1]
+        key = (c, chain.crop_plan(y, 1, 0)[:cuts], chain.crop_plan(x, 1, 1)[:cuts])
+        scale = torch.ones(2, dtype=torch.int64, device=act.device)
+        for s in steps:
+            scale *= torch.tensor(s.stride, dtype=torch.int64, device=act.device)
+        here = torch.tensor([[y, x]], dtype=torch.int64, device=act.device)
+        if key not in kept:
+            if len(kept) >= self.KEEP:
+                kept.pop(next(iter(kept)))
+            top = act.new_zeros(1, act.shape[1], 1, 1)
+            top[:, c] = 1
+            window, origin = chain.walk(top, here, torch.zeros(1, dtype=torch.int64, device=act.device), stop=depth)
+            kept[key] = (window, origin - here * scale)
+        window, shift = kept[key]
+        return window, here * scale + shift, depth
 
     def _attribute_chain(self, inputs, selector):
         if not (isinstance(selector, tuple) and len(selector) == 3
@@ -346,11 +382,10 @@ class NeuronDeconvolution(_CaptumNeuronDeconvolution):
             return None  # outside the layer: captum raises its own error
         n = x.shape[0]
         c, y, x0 = (v % s for v, s in zip(selector, act.shape[1:]))  # negative indices as captum reads them
-        top = act.new_zeros(n, act.shape[1], 1, 1)
-        top[:, c] = 1
-        origin = torch.tensor([[y, x0]] * n, dtype=torch.int64, device=act.device)
         with torch.no_grad():
-            down, corner = chain.walk(top, origin, torch.arange(n, device=act.device))
+            window, origin, depth = self._image_free_walk(chain, c, y, x0)
+            down, corner = chain.walk(window.expand(n, *window.shape[1:]).clone(), origin.expand(n, 2).clone(),
+                                      torch.arange(n, device=act.device), start=depth)
         out = torch.zeros_like(x)
         h, w = down.shape[-2:]
         for i, (oy, ox) in enumerate(corner.tolist()):

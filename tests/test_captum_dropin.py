@@ -260,6 +260,29 @@ def test_neuron_deconvolution_equals_captum_on_a_chain(neuron):
     assert ours._cached[2] is not chain
 
 
+def test_neuron_deconvolution_keeps_the_image_free_top_of_the_walk_exactly(one_thread):
+    """The steps above the first max pool are walked once per channel and cut pattern and serve
+    every image and position cut alike; a change of the weights is seen."""
+    model = small_zfnet()
+    torch.manual_seed(3)
+    images = torch.randn(2, 3, 144, 144, dtype=torch.float64)
+    layer = model.features[12]  # the features alone: the classifier is sized for 64 x 64 images
+    ours, theirs = ic.NeuronDeconvolution(model.features, layer), ca.NeuronDeconvolution(model.features, layer)
+    with torch.no_grad():
+        h, w = model.features[:13](images[:1]).shape[-2:]
+    assert h == 8  # two interior positions that every cut leaves alike, and both borders
+    calls = 0
+    for i in range(2):
+        for y in range(h):
+            for x in range(w):
+                close(ours.attribute(images[i:i + 1], (5, y, x)), theirs.attribute(images[i:i + 1], (5, y, x)))
+                calls += 1
+    assert ours.last_path == "chain" and len(ours._image_free[1]) < calls // 2
+    with torch.no_grad():
+        model.features[10].weight.mul_(-1.5)  # above the first pool: what was kept no longer holds
+    close(ours.attribute(images[:1], (5, 2, 2)), theirs.attribute(images[:1], (5, 2, 2)))
+
+
 def test_neuron_deconvolution_on_vgg_and_relu_layers():
     model = seeded("vgg11")
     torch.manual_seed(3)

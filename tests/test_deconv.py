@@ -123,8 +123,11 @@ def test_overlapping_pools_sum_their_contributions():
         torch.testing.assert_close(result.projections[0, 0], expected)
 
 
-def test_unpool_and_filter_match_torch_adjoints():
-    """The window operations equal the gradients of max_pool2d and conv2d on the whole map."""
+def test_unpool_and_filter_match_torch_adjoints(monkeypatch):
+    """The window operations equal the gradients of max_pool2d and conv2d on the whole map (the
+    convolution in each of its forms: fold for few input channels, channel-last rows for small
+    batches of windows, ``conv_transpose2d`` above :data:`ROWS_AT_MOST` positions)."""
+    import introspect.core.chain as chain_module
     from introspect.core.chain import _make_step
 
     x = torch.randn(2, 3, 10, 10)  # ceil mode: the last pooling windows reach past the map
@@ -146,15 +149,20 @@ def test_unpool_and_filter_match_torch_adjoints():
     torch.testing.assert_close(got, expected[:, :, 2:7, 4:10])
     assert expected.abs().sum() == pytest.approx(float(got.abs().sum()))
 
-    for stride, dilation, c_in in ((2, 1, 3), (1, 2, 20), (2, 1, 20), (1, 1, 20)):
-        conv = nn.Conv2d(c_in, 5, 3, stride=stride, dilation=dilation)
-        inp = torch.randn(2, c_in, 13, 13, requires_grad=True)
-        out = conv(inp)
-        step = _make_step("c", conv, inp, out)
-        g = torch.randn_like(out)
-        (expected,) = torch.autograd.grad(out, inp, g)
-        got = filter_transposed(g, step)
-        torch.testing.assert_close(got[..., :13, :13], expected, rtol=1e-4, atol=1e-5)
+    for rows_at_most in (chain_module.ROWS_AT_MOST, 0):
+        monkeypatch.setattr(chain_module, "ROWS_AT_MOST", rows_at_most)
+        for stride, dilation, c_in, kernel in ((2, 1, 3, 3), (1, 2, 20, 3), (2, 1, 20, 3), (1, 1, 20, 3),
+                                               (2, 1, 20, (5, 2))):
+            conv = nn.Conv2d(c_in, 5, kernel, stride=stride, dilation=dilation)
+            inp = torch.randn(2, c_in, 13, 13, requires_grad=True)
+            out = conv(inp)
+            step = _make_step("c", conv, inp, out)
+            g = torch.randn_like(out)
+            (expected,) = torch.autograd.grad(out, inp, g)
+            got = filter_transposed(g, step)[..., :13, :13]  # the window below, less what the map has not
+            h, w = got.shape[-2:]
+            torch.testing.assert_close(got, expected[..., :h, :w], rtol=1e-4, atol=1e-5)
+            assert expected[..., h:, :].abs().sum() == expected[..., :, w:].abs().sum() == 0  # never read
 
 
 # --------------------------------------------------------------------------------------------------

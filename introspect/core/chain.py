@@ -17,8 +17,9 @@ batches of neighbours, which share most of their cuts:
 * **rectify**: ``relu`` of the reconstruction at every ``ReLU`` and ``ReLU6`` (and at smooth
   activations, the deconvnet rule's default), ``leaky_relu`` with the module's own slope at a leaky
   rectifier (LeakyReLU, RReLU in eval mode, PReLU per channel);
-* **filter**: the transposed filters of each convolution (``conv_transpose2d``; for the first layer
-  on the CPU a matrix product and ``fold``, which is faster there);
+* **filter**: the transposed filters of each convolution (``conv_transpose2d`` on GPUs and for
+  grouped convolutions; on the CPU one matrix product and its scatter back to the window, which is
+  several times faster there for a walk's small windows);
 * ``BatchNorm2d`` (eval) is a per-channel scale, applied as its transpose (its gradient);
   ``LocalResponseNorm`` is passed through (it has no counterpart in the paper's deconvnet);
   ``Dropout`` (eval) and ``Identity`` are the identity.
@@ -30,6 +31,7 @@ whether a changed rule still is); the generic autograd path
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +117,7 @@ class Chain:
     input_hw: tuple[int, int]
     _bn_scales: dict = field(default_factory=dict)
     _workspace: dict = field(default_factory=dict)
+    _state: list = field(default_factory=list)
 
     def workspace(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
         """A tensor of ``shape`` (uninitialized) whose memory is reused by later calls with the same
@@ -160,7 +163,28 @@ class Chain:
         return tuple(plan)
 
     # -- the deconvnet walk ---------------------------------------------------------------------
-    def walk(self, windows: torch.Tensor, origin: torch.Tensor, image_index: torch.Tensor):
+    def state_versions(self) -> tuple[int, ...]:
+        """The version counters of every parameter and buffer of the chain's modules: the chain
+        (its activations, switches and walk) holds while they are unchanged."""
+        if not self._state:
+            self._state[:] = [t for s in self.steps
+                              for t in (*s.module.parameters(recurse=False), *s.module.buffers(recurse=False))]
+        return tuple(t._version for t in self._state)
+
+    @property
+    def image_free_depth(self) -> int:
+        """How many steps, from the top down, the walk takes before the first max pool: up to
+        there a window's walk depends on the window and on how it is cut to each map
+        (:meth:`crop_plan`), not on the image (only the pools' switches do)."""
+        depth = 0
+        for step in reversed(self.steps):
+            if step.kind == "pool":
+                break
+            depth += 1
+        return depth
+
+    def walk(self, windows: torch.Tensor, origin: torch.Tensor, image_index: torch.Tensor, *,
+             start: int = 0, stop: int | None = None):
         """Map windows of the chosen layer's output down to the input.
 
         After each convolution and pool the windows are cut to the map below (its padding holds
@@ -172,12 +196,16 @@ class Chain:
             windows (Tensor): ``(B, C, h, w)`` values on the chosen layer's map (zero outside it).
             origin (Tensor): ``(B, 2)`` int64, the map position ``(y, x)`` of each window's corner.
             image_index (Tensor): ``(B,)`` int64, the image of the batch each window belongs to.
+            start, stop (int): walk only the steps ``start`` to ``stop`` counted from the top (the
+                chosen layer is step 0): a walk split in two parts gives what one walk gives.
+                ``windows`` and ``origin`` are then on the map above step ``start``, and so is
+                what comes back for a ``stop`` above the input.
 
         Returns:
             tuple[Tensor, Tensor]: ``(B, C_in, H', W')`` windows on the input (zero outside the
             image) and their ``(B, 2)`` corners in input pixels.
         """
-        for step in reversed(self.steps):
+        for step in list(reversed(self.steps))[start:stop]:
             if windows.shape[-1] == 0 or windows.shape[-2] == 0:
                 break
             if step.kind == "relu" and step.slope is None:
@@ -238,21 +266,33 @@ def filter_transposed(windows: torch.Tensor, step: Step, chain: Chain | None = N
     """Filter ``(B, C_out, h, w)`` windows with the transposed weights of a convolution step.
 
     Returns the ``(B, C_in, (h - 1) * stride + span, ...)`` input window (no padding is cut: the
-    caller tracks the window's corner). On the CPU a matrix product followed by ``fold`` (col2im)
-    is used where it is faster (:func:`use_fold`); it is the same sum as ``conv_transpose2d``.
+    caller tracks the window's corner). ``conv_transpose2d`` on GPUs and for grouped convolutions;
+    on the CPU the same sum as one matrix product and its scatter back to the window
+    (:func:`use_fold`, :data:`ROWS_AT_MOST`), which runs several times faster there for the small
+    windows of a walk.
     """
     conv = step.module
     weight = conv.weight.detach().to(windows.dtype)
-    if use_fold(step, windows.device):
-        return _filter_transposed_fold(windows, weight, step, chain)
+    if windows.device.type == "cpu" and conv.groups == 1:
+        if use_fold(step, windows.device):
+            return _filter_transposed_fold(windows, weight, step, chain)
+        b, _, h, w = windows.shape
+        if b * h * w <= ROWS_AT_MOST:
+            return _filter_transposed_rows(windows, conv.weight, step)
     return F.conv_transpose2d(windows, weight, None, step.stride, 0, 0, conv.groups, step.dilation)
 
 
+#: Window positions (over the batch) up to which :func:`_filter_transposed_rows` runs on the CPU;
+#: above it ``conv_transpose2d``'s blocked kernels win (measured on ZFNet's walk: conv2 of one window,
+#: 225 positions, 1.4x faster in rows; of 57 windows, 12,825 positions, 1.3x slower).
+ROWS_AT_MOST = 2048
+
+
 def use_fold(step: Step, device: torch.device) -> bool:
-    """Whether the matrix product + ``fold`` form is used for a convolution step: on the CPU, for an
-    ungrouped convolution with few input channels (the first layer, 3 -> 96: its transpose has 3
-    output channels, where ``conv_transpose2d`` was measured 2x slower); ``conv_transpose2d``
-    everywhere else."""
+    """Whether the column-major form (matrix product + ``fold``) is used for a convolution step: on
+    the CPU, for an ungrouped convolution with few input channels (the first layer, 3 -> 96, whose
+    windows are wide and whose transpose has 3 output channels); the channel-last form
+    (:func:`_filter_transposed_rows`) serves the other ungrouped convolutions on the CPU."""
     conv = step.module
     return device.type == "cpu" and conv.groups == 1 and conv.in_channels < 16
 
@@ -268,6 +308,43 @@ def _filter_transposed_fold(windows: torch.Tensor, weight: torch.Tensor, step: S
                             out=chain.workspace("cols " + step.name, (b, c_in * kh * kw, h * w), windows.dtype,
                                                 windows.device))
     return F.fold(cols, step.window_below((h, w)), (kh, kw), dilation=step.dilation, stride=step.stride)
+
+
+#: ``id(weight) -> (weak reference, version, dtype, (C_out, kh * kw * C_in) matrix)`` for
+#: :func:`_filter_transposed_rows`: the weights rearranged once, not on every window.
+_ROW_WEIGHTS: dict[int, tuple] = {}
+
+
+def _weight_rows(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` (C_out, C_in, kh, kw) as a ``(C_out, kh * kw * C_in)`` matrix of ``dtype``, kept
+    while the weight lives and is unchanged (same version)."""
+    kept = _ROW_WEIGHTS.get(id(weight))
+    if kept is not None and kept[0]() is weight and kept[1] == weight._version and kept[2] == dtype:
+        return kept[3]
+    for key in [k for k, v in _ROW_WEIGHTS.items() if v[0]() is None]:
+        del _ROW_WEIGHTS[key]  # weights of models that are gone
+    rows = weight.detach().to(dtype).permute(0, 2, 3, 1).reshape(weight.shape[0], -1).contiguous()
+    _ROW_WEIGHTS[id(weight)] = (weakref.ref(weight), weight._version, dtype, rows)
+    return rows
+
+
+def _filter_transposed_rows(windows: torch.Tensor, weight: torch.Tensor, step: Step) -> torch.Tensor:
+    """The transposed filters in channel-last form: one ``(B h w, C_out) @ (C_out, kh kw C_in)``
+    product gives each window position's contribution to a ``kh x kw x C_in`` patch below, and
+    ``kh * kw`` strided additions put the patches in place. Returns a ``(B, C_in, H', W')`` view of
+    a channel-last tensor (which the next step of a walk reads without a copy)."""
+    b, c_out, h, w = windows.shape
+    c_in, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
+    rows = _weight_rows(weight, windows.dtype)
+    cols = torch.matmul(windows.permute(0, 2, 3, 1).reshape(b * h * w, c_out), rows).view(b, h, w, kh, kw, c_in)
+    big_h, big_w = step.window_below((h, w))
+    out = windows.new_zeros(b, big_h, big_w, c_in)
+    (sy, sx), (dy, dx) = step.stride, step.dilation
+    reach_y, reach_x = sy * (h - 1) + 1, sx * (w - 1) + 1
+    for ky in range(kh):
+        for kx in range(kw):
+            out[:, ky * dy:ky * dy + reach_y:sy, kx * dx:kx * dx + reach_x:sx] += cols[:, :, :, ky, kx]
+    return out.permute(0, 3, 1, 2)
 
 
 def fit_to_map(windows: torch.Tensor, origin: torch.Tensor, hw: tuple[int, int]):
@@ -312,6 +389,9 @@ def gather_windows(
     hi = origin.amax(dim=0).tolist()
     top, left = max(0, -lo[0]), max(0, -lo[1])
     bottom, right = max(0, hi[0] + h - rows_max), max(0, hi[1] + w - cols_max)
+    if len(image_index) == 1 and not (top or left or bottom or right):  # one window inside the table: a copy
+        n, (y, x) = int(image_index[0]), lo
+        return table[n:n + 1, :, y:y + h, x:x + w].clone()
     if top or left or bottom or right:
         table = F.pad(table, (left, right, top, bottom))
     views = table.unfold(2, h, 1).unfold(3, w, 1)             # N x C x (H-h+1) x (W-w+1) x h x w
