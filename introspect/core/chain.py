@@ -343,7 +343,7 @@ def _filter_transposed_rows(windows: torch.Tensor, weight: torch.Tensor, step: S
     reach_y, reach_x = sy * (h - 1) + 1, sx * (w - 1) + 1
     for ky in range(kh):
         for kx in range(kw):
-            out[:, ky * dy:ky * dy + reach_y:sy, kx * dx:kx * dx + reach_x:sx] += cols[:, :, :, ky, kx]
+            out[:, ky * dy:ky * dy + reach_y:sy, kx * dx:kx * dx + reach_x:sx].add_(cols[:, :, :, ky, kx])
     return out.permute(0, 3, 1, 2)
 
 
