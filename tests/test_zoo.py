@@ -1,13 +1,16 @@
 """Every torchvision classification architecture, random weights, smallest input: the default layer
 runs in the eval-mode forward pass, and project, top-k, occlusion (incremental and whole passes) and
 correspondence leave the model exactly as they found it (values, storage, version counters, grads,
-training flags, inplace flags, hooks, attributes), also for models with stateful buffers (MaxViT)."""
+training flags, inplace flags, hooks, attributes), also for models with stateful buffers (MaxViT).
+The largest members of six families are built narrower (``zoo.NARROW``); each of those is checked to
+have the full-width model's module tree, module types and order of running."""
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from zoo import SLOW, ZOO, build, changes, convs_that_run, snapshot
+from zoo import NARROW, SLOW, ZOO, build, changes, full_width_structure, modules_that_run, snapshot
 
 
 def _params(names):
@@ -29,7 +32,11 @@ def test_default_layer_runs_and_every_method_leaves_the_model_unchanged(name, on
     model, side = build(name)
     torch.manual_seed(1)
     x = torch.randn(2, 3, side, side)
-    ran = convs_that_run(model, x[:1])
+    run = modules_that_run(model, x[:1])
+    modules = dict(model.named_modules())
+    if name in NARROW:  # narrower, but torchvision's module tree, module types and order of running
+        assert ([(n, type(m)) for n, m in model.named_modules()], run) == full_width_structure(name)
+    ran = [n for n in run if isinstance(modules[n], nn.Conv2d)]
     default = last_conv_layer(model, x)
     assert default == ran[-1], (default, ran[-3:])
     model.train()  # every flag must come back as the caller left it, not as eval

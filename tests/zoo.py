@@ -8,6 +8,8 @@ scale each ``torch.nn.init`` call asks for, which is as random as the checks her
 from __future__ import annotations
 
 import contextlib
+import copy
+import importlib
 import math
 
 import torch
@@ -30,12 +32,27 @@ SMALL: dict[str, tuple[dict, int]] = {
     "vit_h_14": ({"image_size": 28}, 28),
 }
 
-#: Over 12 s each on a loaded 2-core CPU even at their smallest (the largest models, and MaxViT at
-#: 224 px): marked ``slow``, still run by default (``-m "not slow"`` leaves them out locally).
-SLOW = {"regnet_y_128gf", "vit_h_14", "maxvit_t", "vit_l_32", "vit_l_16", "convnext_large", "wide_resnet101_2",
-        "efficientnet_v2_l", "regnet_y_32gf", "swin_b", "resnext101_64x4d", "swin_v2_b", "regnet_x_32gf",
-        "efficientnet_b7", "vgg16", "resnext101_32x8d", "vgg16_bn", "regnet_y_16gf", "vgg19", "vgg19_bn",
-        "convnext_base"}
+#: The largest members of the families whose torchvision classes take their widths as arguments, built
+#: narrower: every channel count (and ViT's hidden and MLP widths, Swin's embedding, MaxViT's head width;
+#: for wide ResNets and ResNeXts the bottlenecks' inner width) divided by the factor. Depth, the module
+#: tree, every module's type and the order the modules run in stay torchvision's (the zoo test compares
+#: them with the full-width model built on the meta device), so the default-layer and unchanged-model
+#: checks see the same structure at a fraction of the parameters (RegNetY-128GF: 645 M at full width,
+#: 11 M narrowed). Each family's smallest member stays at its full width.
+NARROW: dict[str, int] = {
+    "regnet_y_128gf": 8, "regnet_y_32gf": 8, "regnet_x_32gf": 8, "regnet_y_16gf": 8, "regnet_x_16gf": 8,
+    "regnet_y_8gf": 4, "regnet_x_8gf": 4,
+    "vit_h_14": 8, "vit_l_16": 8, "vit_l_32": 8, "vit_b_16": 4, "vit_b_32": 4,
+    "maxvit_t": 8,
+    "convnext_large": 4, "convnext_base": 4, "convnext_small": 4,
+    "efficientnet_v2_l": 4, "efficientnet_b7": 4,
+    "wide_resnet101_2": 4, "wide_resnet50_2": 4, "resnext101_32x8d": 4, "resnext101_64x4d": 4,
+    "swin_b": 4, "swin_v2_b": 4, "swin_s": 4, "swin_v2_s": 4,
+}
+
+#: Over 12 s each on a loaded 2-core CPU even at their smallest: marked ``slow``, still run by default
+#: (``-m "not slow"`` leaves them out locally).
+SLOW: set[str] = set()
 
 
 _BLOCK = 65537  # a prime: no two filters of a layer start at the same place in the block
@@ -101,13 +118,97 @@ def fast_init(seed: int = 0):
             setattr(init, name, fn)
 
 
+def _divide(n: int, factor: int) -> int:
+    assert n % factor == 0, (n, factor)
+    return n // factor
+
+
+def _narrow_regnet(f, block_params, *args, **kwargs):
+    from torchvision.models.regnet import BlockParams
+
+    p = block_params
+    narrow = BlockParams(depths=p.depths, widths=[_divide(w, f) for w in p.widths],
+                         group_widths=[_divide(g, f) for g in p.group_widths],
+                         bottleneck_multipliers=p.bottleneck_multipliers, strides=p.strides, se_ratio=p.se_ratio)
+    return (narrow, *args), kwargs
+
+
+def _narrow_convnext(f, block_setting, *args, **kwargs):
+    from torchvision.models.convnext import CNBlockConfig
+
+    narrow = [CNBlockConfig(_divide(c.input_channels, f), None if c.out_channels is None
+                            else _divide(c.out_channels, f), c.num_layers) for c in block_setting]
+    return (narrow, *args), kwargs
+
+
+def _narrow_efficientnet(f, setting, *args, **kwargs):
+    narrow = []
+    for c in setting:
+        c = copy.copy(c)
+        c.input_channels, c.out_channels = _divide(c.input_channels, f), _divide(c.out_channels, f)
+        narrow.append(c)
+    if kwargs.get("last_channel") is not None:
+        kwargs["last_channel"] = _divide(kwargs["last_channel"], f)
+    return (narrow, *args), kwargs
+
+
+def _narrow_keywords(*names):
+    def narrow(f, *args, **kwargs):
+        for key in names:
+            value = kwargs[key]
+            kwargs[key] = [_divide(v, f) for v in value] if isinstance(value, list) else _divide(value, f)
+        return args, kwargs
+    return narrow
+
+
+#: family module, its model class, and how the builder's arguments to that class are narrowed.
+_FAMILIES = {
+    "regnet_": ("regnet", "RegNet", _narrow_regnet),
+    "convnext_": ("convnext", "ConvNeXt", _narrow_convnext),
+    "efficientnet_": ("efficientnet", "EfficientNet", _narrow_efficientnet),
+    "vit_": ("vision_transformer", "VisionTransformer", _narrow_keywords("hidden_dim", "mlp_dim")),
+    "swin_": ("swin_transformer", "SwinTransformer", _narrow_keywords("embed_dim")),
+    "maxvit_": ("maxvit", "MaxVit", _narrow_keywords("stem_channels", "block_channels", "head_dim")),
+    # the bottleneck's inner width (the blocks' outer widths are fixed in torchvision's ResNet class)
+    "wide_resnet": ("resnet", "ResNet", _narrow_keywords("width_per_group")),
+    "resnext": ("resnet", "ResNet", _narrow_keywords("width_per_group")),
+}
+
+
+@contextlib.contextmanager
+def narrowed(name: str, factor: int | None = None, meta: bool = False):
+    """While open, torchvision's builder of ``name`` (one of :data:`NARROW`) builds it narrower: the
+    family's model class is called with every width divided by ``factor`` (default ``NARROW[name]``);
+    the model is still an instance of torchvision's class, built by torchvision's builder. ``meta``:
+    the class builds the model on the meta device."""
+    f = NARROW.get(name) if factor is None else factor
+    if f is None:
+        yield
+        return
+    prefix = next(p for p in _FAMILIES if name.startswith(p))
+    module_name, class_name, narrow = _FAMILIES[prefix]
+    module = importlib.import_module(f"torchvision.models.{module_name}")
+    cls = getattr(module, class_name)
+
+    def build_narrow(*args, **kwargs):
+        args, kwargs = narrow(f, *args, **kwargs)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return cls(*args, **kwargs)
+
+    setattr(module, class_name, build_narrow)
+    try:
+        yield
+    finally:
+        setattr(module, class_name, cls)
+
+
 def build(name: str, seed: int = 0) -> tuple[nn.Module, int]:
-    """``(model, side)``: architecture ``name`` through introspect's registry with random weights, and
-    the side of the smallest square input it takes."""
+    """``(model, side)``: architecture ``name`` through introspect's registry with random weights (the
+    architectures of :data:`NARROW` narrower), and the side of the smallest square input it takes."""
     from introspect.models import load_model
 
     kwargs, side = SMALL.get(name, ({}, 32))
-    with fast_init(seed):
+    with fast_init(seed), narrowed(name):
         model = load_model(None, name, device="cpu", arch_kwargs=dict(kwargs))
     model.introspect_meta.input_size = (3, side, side)
     return model, side
@@ -190,6 +291,13 @@ def changes(before: dict, model: nn.Module, values: bool = True) -> list[str]:
 def convs_that_run(model: nn.Module, x: torch.Tensor) -> list[str]:
     """The reference: names of the Conv2d modules whose forward runs in eval mode, in order, from a
     plain forward pass with a hook on every module (not only convolutions)."""
+    modules = dict(model.named_modules())
+    return [n for n in modules_that_run(model, x) if isinstance(modules[n], nn.Conv2d)]
+
+
+def modules_that_run(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of the modules whose forward runs in eval mode, in order (a plain forward pass with a
+    hook on every module)."""
     order: list[str] = []
     names = {m: n for n, m in model.named_modules()}
     handles = [m.register_forward_pre_hook(lambda mod, inp: order.append(names[mod])) for m in names]
@@ -202,5 +310,17 @@ def convs_that_run(model: nn.Module, x: torch.Tensor) -> list[str]:
         model.train(was)
         for h in handles:
             h.remove()
-    modules = dict(model.named_modules())
-    return [n for n in order if isinstance(modules[n], nn.Conv2d)]
+    return order
+
+
+
+def full_width_structure(name: str) -> tuple[list, list[str]]:
+    """``(modules, run)`` of architecture ``name`` at torchvision's full width, built on the meta device
+    (no memory, no arithmetic): every module's name and type, and the names of the modules whose
+    forward runs in eval mode, in order, for the input :func:`build` uses."""
+    kwargs, side = SMALL.get(name, ({}, 32))
+    arch = "alexnet" if name == "alexnet_torchvision" else name
+    with narrowed(name, 1, meta=True):
+        model = torchvision.models.get_model(arch, **kwargs).eval()
+    return [(n, type(m)) for n, m in model.named_modules()], modules_that_run(
+        model, torch.empty(1, 3, side, side, device="meta"))
