@@ -8,6 +8,7 @@ run in-process.
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -17,21 +18,31 @@ import torchvision
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+#: Each model of :func:`build` as first built, and the random-number state its building left.
+_BUILT: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {}
+
+
 def build(name: str) -> torch.nn.Module:
     """A model with fixed random weights in eval mode: zfnet, zfnet_nolrn, alexnet (paper's), alexnet_tv,
-    vgg11, resnet18 (10 classes each)."""
+    vgg11, resnet18 (10 classes each). Each name is built once (seeded) and every call returns a deep
+    copy of it, leaving torch's random-number state as building it would (VGG-11's random initialisation
+    alone is 2 s)."""
     from introspect.models import alexnet, zfnet
 
-    torch.manual_seed(0)
-    model = {
-        "zfnet": lambda: zfnet(num_classes=10),
-        "zfnet_nolrn": lambda: zfnet(num_classes=10, lrn=False),
-        "alexnet": lambda: alexnet(num_classes=10),
-        "alexnet_tv": lambda: torchvision.models.alexnet(num_classes=10),
-        "vgg11": lambda: torchvision.models.vgg11(num_classes=10),
-        "resnet18": lambda: torchvision.models.resnet18(num_classes=10),
-    }[name]()
-    return model.eval()
+    if name not in _BUILT:
+        torch.manual_seed(0)
+        model = {
+            "zfnet": lambda: zfnet(num_classes=10),
+            "zfnet_nolrn": lambda: zfnet(num_classes=10, lrn=False),
+            "alexnet": lambda: alexnet(num_classes=10),
+            "alexnet_tv": lambda: torchvision.models.alexnet(num_classes=10),
+            "vgg11": lambda: torchvision.models.vgg11(num_classes=10),
+            "resnet18": lambda: torchvision.models.resnet18(num_classes=10),
+        }[name]()
+        _BUILT[name] = (model.eval(), torch.get_rng_state())
+    model, state = _BUILT[name]
+    torch.set_rng_state(state)
+    return copy.deepcopy(model)
 
 
 #: The builder arguments of :func:`small_zfnet`: 64 x 64 inputs, conv5 8 x 3 x 3, fc7 16 units.
@@ -97,6 +108,24 @@ def tiny_checkpoint(tmp_path_factory):
     save_checkpoint(path, model, arch="zfnet", arch_kwargs=kwargs, classes=["cat", "dog", "bird"],
                     input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     return path
+
+
+#: The report site of :func:`report_site`: the bundled model, these layers, top-k and image pages.
+REPORT_SITE = {"layers": ["conv1", "conv5"], "k": 4, "images": 3}
+
+
+@pytest.fixture(scope="session")
+def report_site(tmp_path_factory):
+    """One report site of the bundled model (:data:`REPORT_SITE`), built once for the session: the
+    report tests check its files against independent computations, the browser tests browse it.
+    Read-only: a test that writes a site builds its own."""
+    import introspect
+
+    model = introspect.load_model(None, device="cpu")
+    out = tmp_path_factory.mktemp("report") / "site"
+    layers, k, images = REPORT_SITE["layers"], REPORT_SITE["k"], REPORT_SITE["images"]
+    return introspect.report(model, out=out, layers=layers, k=k, images=images, batch_size=4,
+                             command=f"introspect report --layers {','.join(layers)} --k {k} --images {images}")
 
 
 @pytest.fixture(scope="session")

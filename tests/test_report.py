@@ -12,12 +12,11 @@ import pytest
 import torch
 
 import introspect
+from conftest import REPORT_SITE
 from introspect.cli import bundled_image_dir
 from introspect.images import ImageFolderDataset, Preprocess, find_images
 
-LAYERS = ["conv1", "conv5"]
-K = 3
-IMAGES = 3
+LAYERS, K, IMAGES = REPORT_SITE["layers"], REPORT_SITE["k"], REPORT_SITE["images"]
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +25,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def site(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "site"
-    built = introspect.report(model, out=out, layers=LAYERS, k=K, images=IMAGES, batch_size=4)
-    return built
+def site(report_site):
+    """The session's site of the bundled model (``conftest.report_site``, shared with the browser tests)."""
+    return report_site
 
 
 def data(model):

@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import introspect
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
@@ -48,11 +46,9 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    model = introspect.load_model(None, device="cpu")
-    out = tmp_path_factory.mktemp("report") / "site"
-    return introspect.report(model, out=out, layers=["conv1", "conv5"], k=4, images=3, batch_size=4,
-                             command="introspect report --layers conv1,conv5 --k 4 --images 3")
+def site(report_site):
+    """The session's site of the bundled model: conv1 and conv5, k=4, 3 image pages (``conftest.report_site``)."""
+    return report_site
 
 
 @pytest.fixture(scope="module")
