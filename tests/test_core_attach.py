@@ -21,6 +21,29 @@ MODELS = {
 }
 
 
+def small_vgg11():
+    """torchvision's VGG-11 class and module tree (configuration "A": convolutions, in-place ReLUs,
+    max pools; the adaptive average pool; the classifier's Linear, in-place ReLU, Dropout sequence)
+    at widths 8 to 64 and a 64-unit classifier: what attach hooks and restores is the same as in
+    ``make_model("vgg11")``, with 0.35 M of its 133 M parameters (whose random initialisation and
+    backward passes were most of these tests' time)."""
+    from torchvision.models.vgg import VGG, cfgs, make_layers
+
+    torch.manual_seed(0)
+    features = make_layers([v if v == "M" else v // 8 for v in cfgs["A"]])
+    with torch.device("meta"):  # VGG's own 25,088 x 4,096 classifier is replaced below: never allocated
+        model = VGG(nn.Sequential(), num_classes=10, init_weights=False)
+    model.features = features
+    model.classifier = nn.Sequential(nn.Linear(64 * 7 * 7, 64), nn.ReLU(True), nn.Dropout(),
+                                     nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 10))
+    assert not any(t.is_meta for t in model.state_dict().values())
+    return model.eval()
+
+
+def build(make_model, name):
+    return small_vgg11() if name == "vgg11" else make_model(name)
+
+
 def hooks_everywhere(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
                + len(m._backward_pre_hooks) for m in model.modules())
@@ -28,7 +51,7 @@ def hooks_everywhere(model):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_records_and_restores(make_model, name):
-    model = make_model(name)
+    model = build(make_model, name)
     size = 224 if name == "zfnet" else 64
     x = torch.randn(2, 3, size, size)
     before = snapshot(model)
@@ -49,7 +72,7 @@ def test_records_and_restores(make_model, name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_restores_after_exception_midway(make_model, name):
-    model = make_model(name)
+    model = build(make_model, name)
     size = 224 if name == "zfnet" else 64
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
@@ -71,7 +94,7 @@ def test_restores_after_exception_midway(make_model, name):
 
 
 def test_attach_rolls_back_when_a_layer_is_unknown(make_model):
-    model = make_model("vgg11")
+    model = small_vgg11()
     with pytest.raises(IntrospectError, match="did you mean"):
         with attach(model, ["features.0", "featurs.3"]):
             pass
@@ -93,7 +116,7 @@ def test_no_reference_cycle_keeps_model_alive(make_model):
     gc.collect()
     gc.disable()
     try:
-        model = make_model("vgg11")
+        model = small_vgg11()
         ref = weakref.ref(model)
         with apply_rule(model, "deconvnet"), attach(model, ["features.3"], detach=False) as rec:
             x = torch.randn(1, 3, 32, 32, requires_grad=True)
