@@ -28,15 +28,15 @@ def bundled():
     return model, data, images
 
 
-def calls(model, data, images, tmp=None):
-    """One small call of every bundled method on the bundled model, by method name."""
+def calls(model, data, images):
+    """One small call of every bundled method on the bundled model, by method name (``report``: the
+    session's report site of the bundled model, ``conftest.report_site``, added by :func:`results`)."""
     labels = torch.arange(len(images)) % 2
     return {
         "attribute": lambda: introspect.attribute(model, images[:2], method="integrated_gradients", n_steps=8),
         # a training run is minutes of work: its result, built as train() returns it, stands in
         "train": lambda: TrainResult("zfnet", {}, ["a", "b"], (3, 32, 32), (0.5,) * 3, (0.5,) * 3,
                                      [{"epoch": 1, "train_acc": 0.5, "val_acc": 0.625}], [], 2.0),
-        "report": lambda: introspect.report(model, data, out=tmp / "site", layers="conv5", k=2, images=1, limit=4),
         "project": lambda: introspect.project(model, images[:2], layer="conv5"),
         "top_k": lambda: introspect.top_k(model, data, layer="conv5", k=4, channels=range(6)),
         "occlusion": lambda: introspect.occlusion(model, images[:1], stride=3, layers=["conv5", "conv3"]),
@@ -52,8 +52,8 @@ def calls(model, data, images, tmp=None):
 
 
 @pytest.fixture(scope="module")
-def results(bundled, tmp_path_factory):
-    recipes = calls(*bundled, tmp_path_factory.mktemp("report"))
+def results(bundled, report_site):
+    recipes = {**calls(*bundled), "report": lambda: report_site}
     missing = sorted(set(introspect.methods()) - set(recipes))
     assert not missing, f"add a call of {missing} to tests/test_display.py"
     return {name: recipes[name]() for name in introspect.methods()}
