@@ -42,21 +42,29 @@ def image():
 def brute_force(model, x, size, stride, fill, layer=None, channel=None, rectify=True):
     """Occlude, forward, softmax: one position at a time; the total of ``max(0, map)`` (``rectify``)
     or of the map itself."""
+    probs, maps = brute_force_maps(model, x, size, stride, fill, layer, channel)
+    if layer is None:
+        return probs, maps
+    return probs, (maps.clamp(min=0) if rectify else maps).sum((-2, -1))
+
+
+def brute_force_maps(model, x, size, stride, fill, layer=None, channel=None):
+    """Occlude, forward, softmax: one position at a time; the probabilities and ``layer``'s map
+    ``channel`` at every position (positions down x across x the map's height x width)."""
     meta = model.introspect_meta
     values = fill_image(x, fill, meta.mean, meta.std)
-    probs, totals = [], []
+    probs, maps = [], []
     for y in range(0, x.shape[2] - size + 1, stride):
-        row_p, row_t = [], []
+        row_p, row_m = [], []
         for x0 in range(0, x.shape[3] - size + 1, stride):
             occluded = occlude(x, (y, x0, y + size, x0 + size), values)
             with torch.no_grad(), attach(model, [layer] if layer else []) as rec:
                 row_p.append(torch.softmax(rec.forward(occluded), 1)[0])
             if layer is not None:
-                fmap = rec[layer][0, channel]
-                row_t.append((fmap.clamp(min=0) if rectify else fmap).sum())
+                row_m.append(rec[layer][0, channel])
         probs.append(torch.stack(row_p))
-        totals.append(torch.stack(row_t) if row_t else torch.zeros(0))
-    return torch.stack(probs), torch.stack(totals)
+        maps.append(torch.stack(row_m) if row_m else torch.zeros(0))
+    return torch.stack(probs), torch.stack(maps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,8 +98,8 @@ def test_panel_b_sums_the_rectified_map_by_default_and_the_pre_activation_on_req
     rectified = occlusion(model, image, **kwargs)
     raw = occlusion(model, image, rectify=False, **kwargs)
     channel = rectified.channels[0]
-    _, relu_totals = brute_force(model, image, 14, 10, "gray", "conv2", channel)
-    _, raw_totals = brute_force(model, image, 14, 10, "gray", "conv2", channel, rectify=False)
+    _, maps = brute_force_maps(model, image, 14, 10, "gray", "conv2", channel)  # one loop, both totals
+    relu_totals, raw_totals = maps.clamp(min=0).sum((-2, -1)), maps.sum((-2, -1))
     assert bool((relu_totals > raw_totals + 1e-3).all())  # the map has negative parts: the two really differ
     torch.testing.assert_close(rectified.activation[0].double(), relu_totals.double(), rtol=1e-4,
                                atol=1e-4 * float(relu_totals.abs().max()))
@@ -197,10 +205,11 @@ def test_positions_follow_the_documented_rule_and_defaults_scale_with_the_input(
 
 
 def test_batch_size_and_whole_passes_give_the_same_maps(model, image):
-    a = occlusion(model, image, size=16, stride=6, targets=[1, 5], layers=["conv3", "pool2"], batch_size=1)
-    b = occlusion(model, image, size=16, stride=6, targets=[1, 5], layers=["conv3", "pool2"], batch_size=7)
-    c = occlusion(model, image, size=16, stride=6, targets=[1, 5], layers=["conv3", "pool2"], incremental=False)
-    assert c.mode == "full"
+    # stride 12: 5 x 5 overlapping positions, batches of 7 across rows and a last one of 4
+    a = occlusion(model, image, size=16, stride=12, targets=[1, 5], layers=["conv3", "pool2"], batch_size=1)
+    b = occlusion(model, image, size=16, stride=12, targets=[1, 5], layers=["conv3", "pool2"], batch_size=7)
+    c = occlusion(model, image, size=16, stride=12, targets=[1, 5], layers=["conv3", "pool2"], incremental=False)
+    assert c.mode == "full" and a.prob.shape[-2:] == (5, 5)
     for other in (b, c):
         torch.testing.assert_close(other.prob, a.prob, rtol=0, atol=1e-6)
         torch.testing.assert_close(other.activation, a.activation, rtol=1e-4, atol=1e-4)
