@@ -31,6 +31,7 @@ whether a changed rule still is); the generic autograd path
 """
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,7 +260,14 @@ class Chain:
 
 
 def _tensor(pair, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(pair, dtype=like.dtype, device=like.device)
+    """``pair`` as a tensor of ``like``'s dtype and device; made once for each pair (callers only
+    read it: a walk uses a handful of them per step on every call)."""
+    return _pair_tensor(tuple(int(v) for v in pair), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _pair_tensor(pair: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(pair, dtype=dtype, device=device)
 
 
 def filter_transposed(windows: torch.Tensor, step: Step, chain: Chain | None = None) -> torch.Tensor:
@@ -355,8 +363,7 @@ def fit_to_map(windows: torch.Tensor, origin: torch.Tensor, hw: tuple[int, int])
     :meth:`Chain.crop_plan` order) lose most of their outside part to the slicing.
     """
     b, _, h, w = windows.shape
-    size = torch.tensor([h, w], dtype=origin.dtype, device=origin.device)
-    limit = torch.tensor(hw, dtype=origin.dtype, device=origin.device)
+    size, limit = _tensor((h, w), origin), _tensor(hw, origin)
     before = (-origin).clamp_min(0)
     after = (origin + size - limit).clamp_min(0)
     cuts = torch.cat([before, after], dim=1)
@@ -364,7 +371,7 @@ def fit_to_map(windows: torch.Tensor, origin: torch.Tensor, hw: tuple[int, int])
     if any(low):  # the common part: slice it off
         top, left, bottom, right = low
         windows = windows[:, :, top:max(top, h - bottom), left:max(left, w - right)]
-        origin = origin + torch.tensor([top, left], dtype=origin.dtype, device=origin.device)
+        origin = origin + _tensor((top, left), origin)
         h, w = windows.shape[-2:]
     if low == high:
         return windows, origin
@@ -420,14 +427,13 @@ def unpool(windows: torch.Tensor, origin: torch.Tensor, image_index: torch.Tenso
     """
     b, c, h, w = windows.shape
     big_h, big_w = step.window_below((h, w))
-    dev = windows.device
     corner = origin * _tensor(step.stride, origin) - _tensor(step.padding, origin)
     limit = _tensor(step.in_hw, corner)
     before = (-corner).clamp_min(0).amin(dim=0).tolist()                       # cut by every window
     after = (corner + _tensor((big_h, big_w), corner) - limit).clamp_min(0).amin(dim=0).tolist()
     out_h, out_w = max(0, big_h - before[0] - after[0]), max(0, big_w - before[1] - after[1])
     # the input map positions of the switches, relative to each window's corner below, in int32
-    first = corner + torch.tensor(before, dtype=corner.dtype, device=dev)
+    first = corner + _tensor(before, corner)
     rows, cols = step.switch_yx
     index = gather_windows(rows, image_index, origin, h, w).sub_(first[:, 0].to(torch.int32).view(b, 1, 1, 1))
     index.mul_(out_w).add_(gather_windows(cols, image_index, origin, h, w))
